@@ -1,0 +1,3 @@
+"""migweaver: dynamic MIG for Kubernetes."""
+
+__version__ = "0.1.0"

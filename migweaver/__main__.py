@@ -1,0 +1,3 @@
+from migweaver.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,197 @@
+"""The `migweaver` command.
+
+Each subcommand parses its arguments, calls one function of the package and prints the
+result; exit code 0 on success, 1 when the input was rejected (with every reason printed),
+2 on a usage error (argparse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from migweaver import __version__
+from migweaver.core import catalog as catalog_mod
+from migweaver.core.catalog import GpuModel
+
+
+def _model_json(model: GpuModel) -> dict[str, Any]:
+    return {
+        "model": model.key,
+        "description": model.description,
+        "memoryMiB": model.memory_mib,
+        "memorySlots": model.memory_slots,
+        "computeSlices": model.compute_slices,
+        "pciDeviceIds": [f"0x{d:04X}" for d in model.pci_device_ids],
+        "profiles": [
+            {
+                "name": p.name,
+                "profileId": p.profile_id,
+                "profileIndex": p.index,
+                "computeSlices": p.compute_slices,
+                "memorySlices": p.memory_slices,
+                "memoryMiB": p.memory_mib,
+                "smCount": p.sm_count,
+                "maxCount": p.max_count,
+                "mediaExtensions": p.media_extensions,
+                "placements": [{"start": pl.start, "size": pl.size} for pl in p.placements],
+                "aliases": list(p.aliases),
+                "confirmed": p.confirmed,
+            }
+            for p in model.profiles
+        ],
+    }
+
+
+def _model_table(model: GpuModel) -> str:
+    lines = [
+        f"{model.key}  ({model.description}, {model.memory_mib} MiB, "
+        f"{model.compute_slices} compute slices on {model.memory_slots} memory slots)",
+        f"  {'PROFILE':<12} {'ID':>3} {'IDX':>3} {'MiB':>7} {'SMs':>4} {'MAX':>3}  "
+        "PLACEMENTS (start:size)",
+    ]
+    for p in model.profiles:
+        sms = "?" if p.sm_count is None else str(p.sm_count)
+        mib = f"{p.memory_mib}{'' if p.confirmed else '*'}"
+        places = " ".join(str(pl) for pl in p.placements)
+        alias = f"  (also {', '.join(p.aliases)})" if p.aliases else ""
+        lines.append(
+            f"  {p.name:<12} {p.profile_id:>3} {p.index:>3} {mib:>7} {sms:>4} "
+            f"{p.max_count:>3}  {places}{alias}"
+        )
+    if any(not p.confirmed for p in model.profiles):
+        lines.append("  * estimate: the profiles NVML reports on the GPU replace it at run time")
+    return "\n".join(lines)
+
+
+def cmd_catalog(args: argparse.Namespace) -> int:
+    if args.model:
+        model = catalog_mod.get_model(args.model) or catalog_mod.match_model(args.model)
+        if model is None:
+            known = ", ".join(catalog_mod.model_keys())
+            print(f"error: unknown model {args.model!r}; known: {known}", file=sys.stderr)
+            return 1
+        models: Sequence[GpuModel] = (model,)
+    else:
+        models = catalog_mod.CATALOG
+    if args.json:
+        payload: Any = [_model_json(m) for m in models]
+        print(json.dumps(payload[0] if args.model else payload, indent=2))
+    else:
+        print("\n\n".join(_model_table(m) for m in models))
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate a geometry ConfigMap (or a bare config.yaml); `-` reads stdin."""
+    from migweaver.core import config as config_mod
+
+    path: str = args.file
+    try:
+        if path == "-":
+            text, source = sys.stdin.read(), "<stdin>"
+        else:
+            with open(path, encoding="utf-8") as handle:
+                text, source = handle.read(), path
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        print(f"error: cannot read {path}: {reason}", file=sys.stderr)
+        return 1
+    result = config_mod.load_device_config(text, source)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if not result.ok:
+        for error in result.errors:
+            print(f"error: {error}", file=sys.stderr)
+        print(config_mod.summarize(result), file=sys.stderr)
+        return 1
+    print(config_mod.summarize(result))
+    return 0
+
+
+def cmd_crds(args: argparse.Namespace) -> int:
+    """Print the CRDs generated from the models, write one file per CRD, or check a directory."""
+    from pathlib import Path
+
+    from migweaver.core import crds as crds_mod
+
+    rendered = crds_mod.render_crds()
+    if args.check is not None:
+        stale = 0
+        for crd in rendered:
+            path = Path(args.check) / crds_mod.crd_filename(crd)
+            try:
+                current: str | None = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                current = None
+            if current != crds_mod.crd_to_yaml(crd):
+                stale += 1
+                state = "is missing" if current is None else "is out of date"
+                print(f"{path} {state}; run `make crds`", file=sys.stderr)
+        if stale:
+            return 1
+        print(f"{args.check}: {len(rendered)} CRDs up to date")
+        return 0
+    if args.output_dir is not None:
+        directory = Path(args.output_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        for crd in rendered:
+            path = directory / crds_mod.crd_filename(crd)
+            text = crds_mod.crd_to_yaml(crd)
+            # Rewrite only on change, so an up-to-date tree keeps its timestamps.
+            if path.exists() and path.read_text(encoding="utf-8") == text:
+                print(f"{path} unchanged")
+                continue
+            path.write_text(text, encoding="utf-8", newline="\n")
+            print(f"wrote {path}")
+        return 0
+    sys.stdout.write(crds_mod.crds_to_yaml(rendered))
+    return 0
+
+
+def cmd_version(_: argparse.Namespace) -> int:
+    print(f"migweaver {__version__}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="migweaver", description="Dynamic MIG for Kubernetes with HAMi's pod API."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("version", help="print the version")
+    p.set_defaults(func=cmd_version)
+
+    p = sub.add_parser("catalog", help="list GPU models, MIG profiles and placements")
+    p.add_argument("--model", help="one model (catalog key or NVML name, e.g. A100-SXM4-80GB)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_catalog)
+
+    p = sub.add_parser(
+        "check-config", help="validate the geometry ConfigMap (or a bare config.yaml)"
+    )
+    p.add_argument("file", metavar="FILE", help="ConfigMap manifest or config.yaml; - for stdin")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser(
+        "crds", help="print the MigLayout and NodeConfig CRDs generated from the models"
+    )
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--output-dir", metavar="DIR", help="write one YAML file per CRD into DIR")
+    where.add_argument(
+        "--check", metavar="DIR", help="exit 1 when the CRD files in DIR differ from the models"
+    )
+    p.set_defaults(func=cmd_crds)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result

@@ -1,0 +1,1 @@
+"""The central operator: plans MigLayouts from pending pods and releases the pods."""

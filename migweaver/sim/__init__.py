@@ -1,0 +1,1 @@
+"""Discrete-event simulation of a fleet over the real planner and agent."""
