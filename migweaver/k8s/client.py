@@ -1,0 +1,188 @@
+"""Typed, dict-based access to the Kubernetes API for the agent and the operator.
+
+This is the only package that imports `kubernetes_asyncio`. Objects travel as plain dicts
+(exactly the JSON the API server sends), so the pydantic models of `core.models` parse
+them directly and tests can compare bodies without client model classes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from kubernetes_asyncio import client, config, watch
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from migweaver.core.models import GROUP, VERSION
+
+JsonDict = dict[str, Any]
+
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+
+class ApiError(Exception):
+    """An API call failed; `status` is the HTTP status (0 when the server was not reached)."""
+
+    def __init__(self, status: int, reason: str, call: str) -> None:
+        self.status = status
+        self.reason = reason
+        self.call = call
+        super().__init__(f"{call}: HTTP {status} {reason}")
+
+
+class NotFound(ApiError):
+    """404: the object does not exist."""
+
+
+class Conflict(ApiError):
+    """409: the object changed since it was read (stale resourceVersion) or already exists."""
+
+
+def _translate(exc: ApiException, call: str) -> ApiError:
+    status = int(getattr(exc, "status", 0) or 0)
+    reason = str(getattr(exc, "reason", "") or "")
+    body = getattr(exc, "body", None)
+    if body:
+        reason = f"{reason}: {str(body)[:500]}"
+    if status == 404:
+        return NotFound(status, reason, call)
+    if status == 409:
+        return Conflict(status, reason, call)
+    return ApiError(status, reason, call)
+
+
+async def connect(kubeconfig: str | None = None) -> client.ApiClient:
+    """An API client from `kubeconfig`, `$KUBECONFIG`, or the pod's service account."""
+    path = kubeconfig or os.environ.get("KUBECONFIG")
+    if path:
+        return await config.new_client_from_config(config_file=path)
+    # Untyped in kubernetes_asyncio; it reads the service account token and CA.
+    load_incluster: Any = config.load_incluster_config
+    load_incluster()
+    return client.ApiClient()
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """A list response: the items and the resourceVersion to watch from."""
+
+    items: list[JsonDict]
+    resource_version: str
+
+
+class ClusterObjects:
+    """One cluster-scoped custom resource kind (`miglayouts`, `nodeconfigs`) of migweaver.io."""
+
+    def __init__(self, api: client.ApiClient, plural: str) -> None:
+        self._api: Any = client.CustomObjectsApi(api)
+        self.plural = plural
+
+    async def _call(self, name: str, *args: Any, **kwargs: Any) -> JsonDict:
+        try:
+            result = await getattr(self._api, name)(GROUP, VERSION, self.plural, *args, **kwargs)
+        except ApiException as exc:
+            raise _translate(exc, f"{name} {self.plural}") from exc
+        return cast(JsonDict, result)
+
+    async def list(self, label_selector: str | None = None) -> Listing:
+        kwargs = {"label_selector": label_selector} if label_selector else {}
+        body = await self._call("list_cluster_custom_object", **kwargs)
+        return Listing(
+            items=list(body.get("items") or []),
+            resource_version=str((body.get("metadata") or {}).get("resourceVersion", "")),
+        )
+
+    async def get(self, name: str) -> JsonDict:
+        return await self._call("get_cluster_custom_object", name)
+
+    async def create(self, body: Mapping[str, Any]) -> JsonDict:
+        return await self._call("create_cluster_custom_object", dict(body))
+
+    async def patch(self, name: str, patch: Mapping[str, Any]) -> JsonDict:
+        """Merge-patch the object (status is ignored by the server: it has a subresource).
+
+        Put `metadata.resourceVersion` into `patch` for optimistic concurrency: the server
+        then answers 409 (`Conflict`) when the object changed since it was read.
+        """
+        return await self._call(
+            "patch_cluster_custom_object", name, dict(patch), _content_type=MERGE_PATCH
+        )
+
+    async def patch_status(self, name: str, patch: Mapping[str, Any]) -> JsonDict:
+        """Merge-patch the status subresource (`{"status": {...}}`); spec is left alone."""
+        return await self._call(
+            "patch_cluster_custom_object_status", name, dict(patch), _content_type=MERGE_PATCH
+        )
+
+    async def delete(self, name: str) -> JsonDict:
+        return await self._call("delete_cluster_custom_object", name)
+
+    async def watch(
+        self, resource_version: str, label_selector: str | None = None, timeout_s: int = 300
+    ) -> AsyncIterator[tuple[str, JsonDict]]:
+        """Events after `resource_version`: (`ADDED`|`MODIFIED`|`DELETED`|`BOOKMARK`, object).
+
+        Ends when the server closes the watch (after `timeout_s`); the caller re-lists or
+        resumes from the last seen resourceVersion. A 410 Gone becomes `ApiError(410)`.
+        """
+        kwargs: dict[str, Any] = {
+            "resource_version": resource_version,
+            "timeout_seconds": timeout_s,
+            "allow_watch_bookmarks": True,
+        }
+        if label_selector:
+            kwargs["label_selector"] = label_selector
+        stream = watch.Watch()
+        try:
+            async with stream.stream(
+                self._api.list_cluster_custom_object, GROUP, VERSION, self.plural, **kwargs
+            ) as events:
+                async for event in events:
+                    kind = str(event.get("type", ""))
+                    obj = event.get("raw_object") or event.get("object") or {}
+                    if kind == "ERROR":
+                        code = int(obj.get("code", 0) or 0)
+                        raise ApiError(code, str(obj.get("message", "")), f"watch {self.plural}")
+                    yield kind, cast(JsonDict, obj)
+        except ApiException as exc:
+            raise _translate(exc, f"watch {self.plural}") from exc
+
+
+class CoreObjects:
+    """The few core/v1 calls migweaver makes: nodes, node status, events."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self._api_client = api
+        # The generated signatures want client model classes; we pass plain dicts, which
+        # the client serializes the same way.
+        self._core: Any = client.CoreV1Api(api)
+
+    def _plain(self, obj: Any) -> JsonDict:
+        return cast(JsonDict, self._api_client.sanitize_for_serialization(obj))
+
+    async def read_node(self, name: str) -> JsonDict:
+        try:
+            return self._plain(await self._core.read_node(name))
+        except ApiException as exc:
+            raise _translate(exc, "read_node") from exc
+
+    async def patch_node_status(self, name: str, patch: Any, content_type: str) -> JsonDict:
+        try:
+            result = await self._core.patch_node_status(name, patch, _content_type=content_type)
+        except ApiException as exc:
+            raise _translate(exc, "patch_node_status") from exc
+        return self._plain(result)
+
+    async def create_event(self, namespace: str, body: Mapping[str, Any]) -> None:
+        try:
+            await self._core.create_namespaced_event(namespace, dict(body))
+        except ApiException as exc:
+            raise _translate(exc, "create_namespaced_event") from exc
