@@ -1,0 +1,357 @@
+"""The agent's Kubernetes shell: one `MigLayout` per managed GPU, kept true both ways.
+
+On start the agent reads its GPUs, the NodeConfig in force and the MigLayouts labelled
+with its node. A GPU without a MigLayout gets one whose spec is what exists now
+(adoption: nothing is destroyed at start-up). Then it reconciles every layout and
+watches its node's MigLayouts, reconciling on each spec change; every `resync_s` it lists
+again, so processes that start or stop and retries after a backoff are reported too.
+
+Safety: it acts only on layouts it has just read from a successful list or watch; when
+the API cannot be read it does nothing to the GPUs (fail closed). NVML calls run in one
+worker thread, one GPU at a time, through the `Reconciler`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from pydantic import ValidationError
+
+from migweaver.agent.backends.protocol import BackendError, GpuBackend, GpuDevice
+from migweaver.agent.reconciler import GpuObservation, Reconciler, ReconcileResult
+from migweaver.agent.status import layout_status, observed_status
+from migweaver.core.models import (
+    API_VERSION,
+    LABEL_NODE,
+    MIGLAYOUT_KIND,
+    LayoutInstance,
+    MigLayout,
+    MigLayoutSpec,
+    NodeConfig,
+    PlacementModel,
+    layout_name,
+    node_label_value,
+)
+from migweaver.core.nodeconfig import NodeSettings, settings_for
+from migweaver.k8s.client import ApiError, Conflict, JsonDict, Listing, NotFound, now_rfc3339
+
+log = logging.getLogger("migweaver.agent")
+
+T = TypeVar("T")
+
+
+class LayoutStore(Protocol):
+    """What the agent needs of the MigLayout API (`k8s.client.ClusterObjects` fits)."""
+
+    async def list(self, label_selector: str | None = None) -> Listing: ...
+    async def get(self, name: str) -> JsonDict: ...
+    async def create(self, body: Mapping[str, Any]) -> JsonDict: ...
+    async def patch_status(self, name: str, patch: Mapping[str, Any]) -> JsonDict: ...
+    def watch(
+        self, resource_version: str, label_selector: str | None = None, timeout_s: int = 300
+    ) -> AsyncIterator[tuple[str, JsonDict]]: ...
+
+
+class ConfigStore(Protocol):
+    async def list(self, label_selector: str | None = None) -> Listing: ...
+
+
+class NodeReader(Protocol):
+    async def read_node(self, name: str) -> JsonDict: ...
+
+
+class Recorder(Protocol):
+    async def record(
+        self, involved: Mapping[str, Any], reason: str, message: str, event_type: Any = ...
+    ) -> None: ...
+
+
+def adopted_spec(node: str, observation: GpuObservation) -> MigLayoutSpec:
+    """A spec equal to what exists on the GPU, so applying it changes nothing."""
+    return MigLayoutSpec(
+        node_name=node,
+        gpu_index=observation.device.index,
+        gpu_uuid=observation.device.uuid,
+        policy="dynamic",
+        mig_enabled=observation.mig_mode.current,
+        instances=[
+            LayoutInstance(profile=i.profile, placement=PlacementModel.from_placement(i.placement))
+            for i in sorted(observation.instances, key=lambda i: i.placement)
+        ],
+    )
+
+
+def new_layout_body(node: str, observation: GpuObservation) -> JsonDict:
+    """The MigLayout the agent creates for a GPU it finds without one."""
+    layout = MigLayout(
+        api_version=API_VERSION,
+        kind=MIGLAYOUT_KIND,
+        metadata={
+            "name": layout_name(node, observation.device.index),
+            "labels": {LABEL_NODE: node_label_value(node)},
+        },
+        spec=adopted_spec(node, observation),
+    )
+    return layout.to_api()
+
+
+@dataclass
+class AgentState:
+    """What the agent knows between passes (rebuilt from the API and NVML on restart)."""
+
+    devices: dict[int, GpuDevice] = field(default_factory=dict)
+    settings: NodeSettings | None = None
+    phases: dict[str, str] = field(default_factory=dict)
+    synced: bool = False
+
+
+class NodeAgent:
+    """Keeps the MigLayouts of one node and its GPUs in agreement."""
+
+    def __init__(
+        self,
+        node: str,
+        backend: GpuBackend,
+        layouts: LayoutStore,
+        configs: ConfigStore,
+        nodes: NodeReader,
+        events: Recorder,
+        *,
+        reconciler: Reconciler | None = None,
+        held_by_pods: Callable[[], Mapping[str, str]] | None = None,
+        resync_s: int = 30,
+    ) -> None:
+        self.node = node
+        self._backend = backend
+        self._layouts = layouts
+        self._configs = configs
+        self._nodes = nodes
+        self._events = events
+        self._reconciler = reconciler or Reconciler(backend)
+        self._held = held_by_pods or dict
+        self._resync_s = resync_s
+        # NVML is not thread-safe in our use and the reconciler keeps per-GPU state:
+        # every GPU call goes through this one thread.
+        self._gpu_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nvml")
+        self.state = AgentState()
+        self.ready = asyncio.Event()
+        self.selector = f"{LABEL_NODE}={node_label_value(node)}"
+
+    async def _on_gpu_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._gpu_thread, fn, *args)
+
+    # ------------------------------------------------------------------ main loop
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Sync, then watch and resync until `stop` is set; API errors are retried."""
+        try:
+            while not stop.is_set():
+                try:
+                    listing = await self.sync()
+                    await self._watch(listing.resource_version, stop)
+                except ApiError as exc:
+                    log.warning("API unavailable, acting on nothing until it is back: %s", exc)
+                    await _wait(stop, min(self._resync_s, 5))
+        finally:
+            self._gpu_thread.shutdown(wait=True)
+
+    async def _watch(self, resource_version: str, stop: asyncio.Event) -> None:
+        """Follow the node's MigLayouts for one resync period (then the caller re-lists).
+
+        The server ends the watch after `resync_s`; `stop` ends it at once. An API error
+        of the watch propagates, so `run` falls back to listing.
+        """
+
+        async def consume() -> None:
+            async for kind, obj in self._layouts.watch(
+                resource_version, self.selector, timeout_s=self._resync_s
+            ):
+                if kind in {"ADDED", "MODIFIED"}:
+                    await self.handle(obj)
+
+        consumer = asyncio.ensure_future(consume())
+        stopper = asyncio.ensure_future(stop.wait())
+        done, pending = await asyncio.wait(
+            {consumer, stopper},
+            timeout=self._resync_s + 5,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if consumer in done:
+            consumer.result()
+
+    # ------------------------------------------------------------------ passes
+
+    async def sync(self) -> Listing:
+        """Read everything, adopt GPUs without a layout, reconcile every layout."""
+        await self._refresh_settings()
+        if not self.state.devices:
+            devices = await self._on_gpu_thread(self._backend.list_gpus)
+            self.state.devices = {d.index: d for d in devices}
+        listing = await self._layouts.list(self.selector)
+        names = {_name(o) for o in listing.items}
+        missing = [
+            d
+            for d in sorted(self.state.devices.values(), key=lambda d: d.index)
+            if self._manages(d) and layout_name(self.node, d.index) not in names
+        ]
+        for device in missing:
+            await self._adopt(device)
+        if missing:
+            listing = await self._layouts.list(self.selector)
+        for obj in listing.items:
+            await self.handle(obj)
+        self.state.synced = True
+        self.ready.set()
+        return listing
+
+    async def _refresh_settings(self) -> None:
+        try:
+            labels = (await self._nodes.read_node(self.node)).get("metadata", {}).get("labels")
+        except NotFound:
+            labels = None
+            log.warning("node %s not found in the API; assuming no labels", self.node)
+        configs = []
+        for item in (await self._configs.list()).items:
+            try:
+                configs.append(NodeConfig.from_api(item))
+            except ValidationError as exc:
+                log.warning("ignoring invalid NodeConfig %s: %s", _name(item), exc)
+        settings = settings_for(self.node, labels or {}, configs)
+        if settings != self.state.settings:
+            log.info("node settings: mode %s from %s", settings.mode, settings.source or "default")
+        self.state.settings = settings
+
+    def _manages(self, device: GpuDevice) -> bool:
+        settings = self.state.settings
+        return settings is None or settings.manages(device.index, device.uuid)
+
+    async def _adopt(self, device: GpuDevice) -> None:
+        """Create the MigLayout of a GPU from what exists on it now."""
+        try:
+            observation = await self._on_gpu_thread(self._reconciler.observe, device.index)
+        except BackendError as exc:
+            log.error("cannot read GPU %s to adopt it: %s", device.index, exc)
+            return
+        body = new_layout_body(self.node, observation)
+        try:
+            created = await self._layouts.create(body)
+        except Conflict:
+            return  # created meanwhile (another agent incarnation): the list picks it up
+        status = observed_status(observation).model_copy(update={"phase": "Ready"})
+        await self._patch_status(created, {"status": status.to_api()})
+        await self._events.record(
+            created,
+            "Adopted",
+            f"adopted GPU {device.index} ({device.name}) with "
+            f"{status.instances_summary or '-'} as it is",
+        )
+
+    async def handle(self, obj: Mapping[str, Any]) -> None:
+        """Reconcile one MigLayout of this node and report its status."""
+        try:
+            layout = MigLayout.from_api(obj)
+        except ValidationError as exc:
+            await self._report_invalid(obj, exc)
+            return
+        if layout.spec.node_name != self.node:
+            return
+        device = self.state.devices.get(layout.spec.gpu_index)
+        if device is None or not self._manages(device):
+            await self._report_unmanaged(obj, layout, device)
+            return
+        result: ReconcileResult = await self._on_gpu_thread(
+            self._reconciler.reconcile, device.index, layout.spec, self._held()
+        )
+        previous = layout.status.conditions if layout.status else []
+        status = layout_status(
+            result,
+            generation=obj.get("metadata", {}).get("generation"),
+            now=now_rfc3339(),
+            previous_conditions=previous,
+        )
+        body = status.to_api()
+        if body != (obj.get("status") or {}):
+            await self._patch_status(obj, {"status": body})
+        await self._announce(obj, result, status.instances_summary)
+
+    async def _announce(
+        self, obj: Mapping[str, Any], result: ReconcileResult, summary: str | None
+    ) -> None:
+        """Events: what NVML steps changed, and every turn into a phase that needs a person."""
+        name = _name(obj)
+        previous = self.state.phases.get(name)
+        self.state.phases[name] = result.phase
+        if result.steps:
+            done = "; ".join(step.describe() for step in result.steps)
+            await self._events.record(
+                obj, "LayoutApplied", f"{done}; the GPU now holds {summary or 'nothing'}"
+            )
+        if result.phase != previous and result.phase in {"Degraded", "Failed", "Pending"}:
+            condition = result.condition("Ready" if result.phase == "Pending" else "Degraded")
+            await self._events.record(
+                obj, f"Layout{result.phase}", condition.message or condition.reason, "Warning"
+            )
+
+    async def _patch_status(self, obj: Mapping[str, Any], patch: Mapping[str, Any]) -> None:
+        try:
+            await self._layouts.patch_status(_name(obj), patch)
+        except NotFound:
+            log.info("MigLayout %s deleted before its status was written", _name(obj))
+
+    async def _report_invalid(self, obj: Mapping[str, Any], exc: ValidationError) -> None:
+        fields = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        message = f"spec is invalid, GPU left as it is: {fields}"
+        condition = {
+            "type": "Degraded",
+            "status": "True",
+            "reason": "InvalidSpec",
+            "message": message[:1024],
+            "lastTransitionTime": now_rfc3339(),
+        }
+        await self._patch_status(obj, {"status": {"phase": "Failed", "conditions": [condition]}})
+        if self.state.phases.get(_name(obj)) != "Invalid":
+            self.state.phases[_name(obj)] = "Invalid"
+            await self._events.record(obj, "InvalidSpec", message, "Warning")
+
+    async def _report_unmanaged(
+        self, obj: Mapping[str, Any], layout: MigLayout, device: GpuDevice | None
+    ) -> None:
+        reason = "GpuNotFound" if device is None else "GpuFiltered"
+        message = (
+            f"no GPU with index {layout.spec.gpu_index} on node {self.node}"
+            if device is None
+            else f"GPU {device.index} is in filterDevices of NodeConfig "
+            f"{self.state.settings.source if self.state.settings else '?'}; left alone"
+        )
+        if self.state.phases.get(_name(obj)) == reason:
+            return
+        self.state.phases[_name(obj)] = reason
+        condition = {
+            "type": "Ready",
+            "status": "False",
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": now_rfc3339(),
+        }
+        await self._patch_status(obj, {"status": {"phase": "Failed", "conditions": [condition]}})
+        await self._events.record(obj, reason, message, "Warning")
+
+
+def _name(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("name", ""))
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

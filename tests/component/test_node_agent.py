@@ -1,0 +1,215 @@
+"""The agent's Kubernetes shell against in-memory API objects and the fake GPU backend."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from memory_api import MemoryEvents, MemoryNodes, MemoryObjects
+
+from migweaver.agent.backends.fake import FakeBackend
+from migweaver.agent.node_agent import NodeAgent
+from migweaver.core.catalog import get_model
+from migweaver.core.profiles import Placement
+
+NODE = "n1"
+
+
+def make_agent(
+    backend: FakeBackend, configs: list[dict[str, Any]] | None = None
+) -> tuple[NodeAgent, MemoryObjects, MemoryEvents]:
+    layouts = MemoryObjects()
+    config_store = MemoryObjects()
+    config_store.objects = {c["metadata"]["name"]: c for c in configs or []}
+    events = MemoryEvents()
+    agent = NodeAgent(
+        NODE, backend, layouts, config_store, MemoryNodes({NODE: {}}), events, resync_s=5
+    )
+    return agent, layouts, events
+
+
+def nodeconfig(**spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "migweaver.io/v1alpha1",
+        "kind": "NodeConfig",
+        "metadata": {"name": "cfg", "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"nodeName": NODE, **spec},
+    }
+
+
+def destroyed(backend: FakeBackend) -> list[str]:
+    return [c.name for c in backend.calls if c.name.startswith("destroy") and c.error is None]
+
+
+async def test_start_creates_one_layout_per_gpu_with_status_filled_in() -> None:
+    backend = FakeBackend.from_spec("A100-SXM4-80GB:2", seed=NODE)
+    agent, layouts, _ = make_agent(backend)
+    await agent.sync()
+    assert sorted(layouts.objects) == ["n1-gpu0", "n1-gpu1"]
+    for index in (0, 1):
+        obj = layouts.objects[f"n1-gpu{index}"]
+        assert obj["metadata"]["labels"] == {"migweaver.io/node": NODE}
+        assert obj["spec"] == {
+            "nodeName": NODE,
+            "gpuIndex": index,
+            "gpuUUID": backend.uuid(index),
+            "policy": "dynamic",
+            "migEnabled": False,
+            "instances": [],
+        }
+        status = obj["status"]
+        assert status["phase"] == "Ready"
+        assert status["observedGeneration"] == 1
+        assert status["gpu"]["memoryMiB"] > 0
+        assert status["gpu"]["migCapable"] is True
+        assert status["migMode"]["current"] == "Disabled"
+    assert agent.ready.is_set()
+
+
+async def test_existing_instances_are_adopted_not_destroyed() -> None:
+    backend = FakeBackend.from_spec("A100-SXM4-80GB:1", seed=NODE, mig_enabled=True)
+    table = backend.table(0)
+    three = table.get("3g.40gb")
+    one = table.get("1g.10gb")
+    assert three is not None
+    assert one is not None
+    for profile, start in ((three, 4), (one, 0)):
+        gi = backend.create_gpu_instance(
+            0, profile.profile_id, Placement(start, profile.memory_slices)
+        )
+        backend.create_compute_instance(0, gi)
+    uuids_before = backend.mig_uuids(0)
+    agent, layouts, events = make_agent(backend)
+    await agent.sync()
+    spec = layouts.objects["n1-gpu0"]["spec"]
+    assert spec["migEnabled"] is True
+    assert spec["instances"] == [
+        {"profile": "1g.10gb", "placement": {"start": 0, "size": 1}},
+        {"profile": "3g.40gb", "placement": {"start": 4, "size": 4}},
+    ]
+    status = layouts.objects["n1-gpu0"]["status"]
+    assert status["instancesSummary"] == "1g.10gb,3g.40gb"
+    assert sorted(i["uuid"] for i in status["instances"]) == sorted(uuids_before.values())
+    assert destroyed(backend) == []
+    assert backend.mig_uuids(0) == uuids_before
+    assert "Adopted" in events.reasons("n1-gpu0")
+
+
+async def test_a_spec_change_is_applied_and_reported() -> None:
+    backend = FakeBackend.from_spec("H100-SXM5-80GB:1", seed=NODE)
+    agent, layouts, events = make_agent(backend)
+    await agent.sync()
+    await layouts.patch(
+        "n1-gpu0",
+        {
+            "spec": {
+                "migEnabled": True,
+                "instances": [
+                    {"profile": "3g.40gb", "placement": {"start": 0, "size": 4}},
+                    {"profile": "2g.20gb", "placement": {"start": 4, "size": 2}},
+                ],
+            }
+        },
+    )
+    await agent.handle(layouts.objects["n1-gpu0"])
+    status = layouts.objects["n1-gpu0"]["status"]
+    assert status["observedGeneration"] == 2
+    assert status["phase"] == "Ready"
+    assert status["migMode"]["current"] == "Enabled"
+    assert [(i["profile"], i["placement"]["start"]) for i in status["instances"]] == [
+        ("3g.40gb", 0),
+        ("2g.20gb", 4),
+    ]
+    assert all(i["uuid"].startswith("MIG-") for i in status["instances"])
+    assert status["used"] == "0/2"
+    assert "LayoutApplied" in events.reasons("n1-gpu0")
+
+
+async def test_an_in_use_instance_survives_a_spec_that_drops_it() -> None:
+    backend = FakeBackend.from_spec("A100-SXM4-80GB:1", seed=NODE, mig_enabled=True)
+    agent, layouts, events = make_agent(backend)
+    await agent.sync()
+    await layouts.patch(
+        "n1-gpu0",
+        {"spec": {"instances": [{"profile": "3g.40gb", "placement": {"start": 4, "size": 4}}]}},
+    )
+    await agent.handle(layouts.objects["n1-gpu0"])
+    (uuid,) = backend.mig_uuids(0).values()
+    backend.start_process(0, uuid, 1000)
+    await layouts.patch("n1-gpu0", {"spec": {"instances": []}})
+    await agent.handle(layouts.objects["n1-gpu0"])
+    status = layouts.objects["n1-gpu0"]["status"]
+    assert list(backend.mig_uuids(0).values()) == [uuid]
+    assert status["phase"] == "Degraded"
+    (instance,) = status["instances"]
+    assert instance["inUse"] is True
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert degraded["status"] == "True"
+    assert "3g.40gb" in degraded["message"]
+    assert "LayoutDegraded" in events.reasons("n1-gpu0")
+
+
+async def test_filtered_gpus_get_no_layout_and_are_never_touched() -> None:
+    backend = FakeBackend.from_spec("A100-SXM4-80GB:2", seed=NODE)
+    agent, layouts, _ = make_agent(
+        backend, [nodeconfig(operatingMode="mig", filterDevices={"index": [1]})]
+    )
+    await agent.sync()
+    assert sorted(layouts.objects) == ["n1-gpu0"]
+    assert not any(c.args and c.args[0] == 1 and c.mutating for c in backend.calls)
+
+
+async def test_an_invalid_spec_leaves_the_gpu_alone_and_says_which_field() -> None:
+    backend = FakeBackend.from_spec("A100-SXM4-80GB:1", seed=NODE)
+    agent, layouts, events = make_agent(backend)
+    await agent.sync()
+    mutations = len(backend.mutating_calls)
+    await layouts.patch("n1-gpu0", {"spec": {"migEnabled": True, "instancez": []}})
+    await agent.handle(layouts.objects["n1-gpu0"])
+    status = layouts.objects["n1-gpu0"]["status"]
+    assert status["phase"] == "Failed"
+    (condition,) = [c for c in status["conditions"] if c["reason"] == "InvalidSpec"]
+    assert "instancez" in condition["message"]
+    assert len(backend.mutating_calls) == mutations
+    assert "InvalidSpec" in events.reasons("n1-gpu0")
+
+
+async def test_the_watch_applies_changes_until_stopped() -> None:
+    backend = FakeBackend.from_spec("A100-SXM4-80GB:1", seed=NODE)
+    agent, layouts, _ = make_agent(backend)
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    await asyncio.wait_for(agent.ready.wait(), 10)
+    await layouts.patch(
+        "n1-gpu0",
+        {
+            "spec": {
+                "migEnabled": True,
+                "instances": [{"profile": "7g.80gb", "placement": {"start": 0, "size": 8}}],
+            }
+        },
+    )
+
+    def applied(store: MemoryObjects) -> bool:
+        status = store.objects["n1-gpu0"].get("status", {})
+        return bool(status.get("observedGeneration") == 2 and status.get("phase") == "Ready")
+
+    async with asyncio.timeout(10):
+        await layouts.wait_for(applied)
+    assert layouts.objects["n1-gpu0"]["status"]["instancesSummary"] == "7g.80gb"
+    stop.set()
+    await asyncio.wait_for(task, 10)
+
+
+@pytest.mark.parametrize("model", ["A100-SXM4-80GB", "H100-SXM5-80GB", "A30-24GB"])
+async def test_adopted_specs_round_trip_through_the_models(model: str) -> None:
+    backend = FakeBackend.from_spec(f"{model}:1", seed=NODE, mig_enabled=True)
+    catalog_model = get_model(model)
+    assert catalog_model is not None
+    agent, layouts, _ = make_agent(backend)
+    await agent.sync()
+    status = layouts.objects["n1-gpu0"]["status"]
+    assert {p["name"] for p in status["profiles"]} >= {
+        p.name for p in catalog_model.profiles if not p.media_extensions
+    }
