@@ -4,12 +4,14 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck imports unit crds clean help
+.PHONY: demo test lint typecheck imports unit crds bench proto clean help
 
 help:
 	@echo "make demo   - show migweaver on a simulated fleet (the README's first command)"
 	@echo "make test   - lint, type-check, import layering and the whole test suite"
 	@echo "make crds   - regenerate crds/ from the models in migweaver/core"
+	@echo "make proto  - regenerate the kubelet device plugin API code from its .proto"
+	@echo "make bench  - run the benchmarks and write docs/benchmarks.md"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,8 +42,20 @@ unit: $(STAMP)
 
 test: lint typecheck imports unit
 
+# Not part of `make test`: a few minutes, and times depend on the machine.
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m benchmarks.write_report docs/benchmarks.md
+
 crds: $(STAMP)
 	$(BIN)/migweaver crds --output-dir crds
+
+# The kubelet device plugin API (v1beta1). Run from the repository root so the generated
+# modules import each other as migweaver.agent.deviceplugin.api_pb2; the exact command is
+# repeated in tests/unit/test_deviceplugin_proto.py, which checks the checked-in files.
+PROTO := migweaver/agent/deviceplugin/api.proto
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. $(PROTO)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

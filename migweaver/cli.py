@@ -152,6 +152,60 @@ def cmd_crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_text(path: str) -> str | None:
+    """The file's text, or None after printing why it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        print(f"error: cannot read {path}: {reason}", file=sys.stderr)
+        return None
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Plan once from files: CLUSTER.yaml, PODS.yaml and optionally the geometry config."""
+    from dataclasses import replace
+
+    from migweaver.core import config as config_mod
+    from migweaver.core.cluster_file import InputError, load_cluster, load_pods
+    from migweaver.core.pending import parse_timestamp
+    from migweaver.core.plan_report import render_json, render_text
+    from migweaver.core.planner import plan
+    from migweaver.core.requests import RequestDefaults
+
+    texts = [_read_text(p) for p in (args.cluster, args.pods, args.config) if p is not None]
+    if any(text is None for text in texts):
+        return 1
+    config = None
+    if args.config is not None:
+        loaded = config_mod.load_device_config(str(texts[2]), args.config)
+        if not loaded.ok:
+            for issue in loaded.errors:
+                print(f"error: {args.config}: {issue}", file=sys.stderr)
+            return 1
+        config = loaded.config
+    defaults = config.request_defaults() if config else RequestDefaults()
+    try:
+        snapshot = load_cluster(str(texts[0]), args.cluster)
+        pods = load_pods(str(texts[1]), args.pods, defaults)
+    except InputError as exc:
+        for error in exc.errors:
+            print(f"error: {error}", file=sys.stderr)
+        return 1
+    if not snapshot.now:
+        # Without `now:` the plan is made as of the newest pod: no pod counts as starving.
+        stamps = [parse_timestamp(d.created) for d in pods.demands]
+        finite = [s for s in stamps if s != float("inf")]
+        snapshot = replace(snapshot, now=max(finite, default=0.0))
+    result_plan = plan(snapshot, pods.demands, config)
+    if args.json:
+        print(json.dumps(render_json(snapshot, result_plan, pods), indent=2))
+    else:
+        print(render_text(snapshot, result_plan, pods))
+    return 0
+
+
 def cmd_version(_: argparse.Namespace) -> int:
     print(f"migweaver {__version__}")
     return 0
@@ -186,6 +240,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--check", metavar="DIR", help="exit 1 when the CRD files in DIR differ from the models"
     )
     p.set_defaults(func=cmd_crds)
+
+    p = sub.add_parser(
+        "plan", help="plan pending pods on a cluster described in files (docs/planner.md)"
+    )
+    p.add_argument("--cluster", required=True, metavar="CLUSTER.yaml", help="nodes and GPUs")
+    p.add_argument("--pods", required=True, metavar="PODS.yaml", help="pod manifests")
+    p.add_argument("--config", metavar="CONFIGMAP.yaml", help="geometry ConfigMap or config.yaml")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_plan)
 
     return parser
 
