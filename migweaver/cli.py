@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -206,6 +207,38 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_agent(args: argparse.Namespace) -> int:
+    """Run the node agent until SIGTERM (docs/agent.md)."""
+    import asyncio
+
+    from migweaver import logs
+    from migweaver.agent.main import AgentOptions, run_agent
+
+    logs.configure(args.log_level)
+    if not args.node_name:
+        print("error: --node-name (or the NODE_NAME variable) is required", file=sys.stderr)
+        return 2
+    if args.device_split_count < 1:
+        print("error: --device-split-count must be at least 1", file=sys.stderr)
+        return 2
+    where = {"plugin_dir": args.device_plugin_dir} if args.device_plugin_dir else {}
+    options = AgentOptions(
+        **where,
+        node_name=args.node_name,
+        backend=args.backend,
+        fake_gpus=args.fake_gpus,
+        fake_mig_enabled=args.fake_mig_enabled,
+        kubeconfig=args.kubeconfig,
+        resync_s=args.resync,
+        probe_address=args.probe_address,
+        probe_port=args.probe_port,
+        device_plugin=args.device_plugin,
+        cdi=args.cdi,
+        device_split_count=args.device_split_count,
+    )
+    return asyncio.run(run_agent(options))
+
+
 def cmd_version(_: argparse.Namespace) -> int:
     print(f"migweaver {__version__}")
     return 0
@@ -250,7 +283,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_plan)
 
+    _add_agent_parser(sub)
     return parser
+
+
+def _add_agent_parser(sub: Any) -> None:
+    # Light module (no gRPC): the parser stays quick for every other subcommand.
+    from migweaver.agent.deviceplugin.devices import DEFAULT_SPLIT_COUNT
+
+    p = sub.add_parser("agent", help="run the node agent (applies MigLayouts through NVML)")
+    p.add_argument(
+        "--node-name",
+        default=os.environ.get("NODE_NAME", ""),
+        help="this node's name (default: $NODE_NAME, set from the pod's spec.nodeName)",
+    )
+    p.add_argument("--backend", choices=["nvml", "fake"], default="nvml", help="GPU backend")
+    p.add_argument(
+        "--fake-gpus",
+        default="",
+        metavar="MODEL:N,...",
+        help="GPUs of the fake backend, e.g. A100-SXM4-80GB:2,H100-SXM5-80GB:1",
+    )
+    p.add_argument(
+        "--fake-mig-enabled", action="store_true", help="fake GPUs start with MIG mode on"
+    )
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then ~/.kube)")
+    p.add_argument("--resync", type=int, default=30, metavar="SECONDS", help="full re-check period")
+    p.add_argument("--probe-address", default="0.0.0.0", help="address of /healthz, /readyz")
+    p.add_argument("--probe-port", type=int, default=8081, help="port of /healthz, /readyz")
+    p.add_argument(
+        "--no-device-plugin",
+        dest="device_plugin",
+        action="store_false",
+        help="do not serve the kubelet device plugin (another plugin advertises the GPUs)",
+    )
+    p.add_argument(
+        "--device-plugin-dir",
+        help="the kubelet's device-plugins directory (default /var/lib/kubelet/device-plugins)",
+    )
+    p.add_argument("--cdi", action="store_true", help="also name devices as CDI devices")
+    p.add_argument(
+        "--device-split-count",
+        type=int,
+        default=DEFAULT_SPLIT_COUNT,
+        help="pods that may share one hami-core GPU (HAMi's deviceSplitCount)",
+    )
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    p.set_defaults(func=cmd_agent)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,8 @@
-"""`migweaver agent`: wiring of the node agent (backend, API client, probes, signals)."""
+"""`migweaver agent`: wiring of the node agent (backend, API client, probes, signals).
+
+Besides the `NodeAgent` it runs the pod watch (in-use accounting), the kubelet device
+plugin and the node's extended resources (`run_node` starts them in a safe order).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -14,9 +18,16 @@ from aiohttp import web
 from migweaver.agent.backends.fake import FakeBackend
 from migweaver.agent.backends.nvml import NvmlBackend
 from migweaver.agent.backends.protocol import BackendError, GpuBackend
+from migweaver.agent.deviceplugin.allocator import Allocator
+from migweaver.agent.deviceplugin.devices import DEFAULT_SPLIT_COUNT
+from migweaver.agent.deviceplugin.gpus import AgentGpus
+from migweaver.agent.deviceplugin.server import DEFAULT_PLUGIN_DIR, DevicePluginServer
 from migweaver.agent.node_agent import NodeAgent
+from migweaver.agent.node_capacity import NodeCapacity
+from migweaver.agent.pods import PodWatcher
 from migweaver.core.models import MIGLAYOUT_PLURAL, NODECONFIG_PLURAL
-from migweaver.k8s.client import ClusterObjects, CoreObjects, connect
+from migweaver.core.node_resources import node_capacity
+from migweaver.k8s.client import ApiError, ClusterObjects, CoreObjects, NodePods, connect
 from migweaver.k8s.events import EventRecorder
 
 log = logging.getLogger("migweaver.agent")
@@ -33,6 +44,14 @@ class AgentOptions:
     # 0.0.0.0: the kubelet probes the pod IP.
     probe_address: str = "0.0.0.0"
     probe_port: int = 8081
+    device_plugin: bool = True
+    """Serve the kubelet device plugin for nvidia.com/gpu (off: another plugin does)."""
+    plugin_dir: str = DEFAULT_PLUGIN_DIR
+    """The kubelet's device-plugins directory (kubelet.sock and our socket live there)."""
+    cdi: bool = False
+    """Also name the devices as CDI devices (nvidia.com/gpu=<UUID>) in Allocate."""
+    device_split_count: int = DEFAULT_SPLIT_COUNT
+    """Device ids per hami-core GPU: HAMi's deviceSplitCount (pods sharing one GPU)."""
 
 
 def make_backend(options: AgentOptions) -> GpuBackend:
@@ -81,6 +100,77 @@ async def serving(app: web.Application, address: str, port: int) -> AsyncIterato
         await runner.cleanup()
 
 
+async def _until(event: asyncio.Event, stop: asyncio.Event) -> bool:
+    """Wait for `event` or `stop`; True when `event` came first."""
+    waiters = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(stop.wait())]
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    for waiter in waiters:
+        waiter.cancel()
+    await asyncio.gather(*waiters, return_exceptions=True)
+    return event.is_set()
+
+
+async def run_node(
+    agent: NodeAgent,
+    watcher: PodWatcher,
+    capacity: NodeCapacity,
+    plugin: DevicePluginServer | None,
+    stop: asyncio.Event,
+    *,
+    resync_s: float = 30.0,
+) -> None:
+    """Run the agent's parts until `stop`, in the order safety needs.
+
+    1. the pod watch, and only after its first list
+    2. the `NodeAgent` (it must know which instances pods hold before it reconciles:
+       fail closed), and only after its first sync
+    3. the device plugin (it lists devices from the agent's observations) and the node's
+       extended resources.
+
+    On a clean stop (`stop` set, nothing failed) the extended resources are removed from
+    the node: the agent no longer vouches for them. A part that fails ends the others
+    and the exception propagates (the DaemonSet restarts the agent).
+    """
+    capacity_changed = asyncio.Event()
+
+    def on_agent_pass() -> None:
+        desired = node_capacity(d.memory_mib for d in agent.managed_devices())
+        if desired != capacity.desired:
+            capacity_changed.set()
+
+    async def capacity_loop() -> None:
+        while not stop.is_set():
+            capacity_changed.clear()
+            try:
+                await capacity.ensure(d.memory_mib for d in agent.managed_devices())
+            except ApiError as exc:
+                log.warning("cannot write the extended resources of node %s: %s", agent.node, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_until(capacity_changed, stop), resync_s)
+
+    async def registered() -> None:
+        # A kubelet that restarted without its device checkpoint zeroed extended resources.
+        capacity_changed.set()
+
+    agent.listeners.append(on_agent_pass)
+    if plugin is not None:
+        plugin.set_on_registered(registered)
+    async with asyncio.TaskGroup() as group:
+        group.create_task(watcher.run(stop))
+        if not await _until(watcher.ready, stop):
+            return
+        group.create_task(agent.run(stop))
+        if not await _until(agent.ready, stop):
+            return
+        if plugin is not None:
+            group.create_task(plugin.run(stop))
+        group.create_task(capacity_loop())
+    try:
+        await capacity.remove()
+    except ApiError as exc:
+        log.warning("could not remove the extended resources of node %s: %s", agent.node, exc)
+
+
 async def run_agent(options: AgentOptions, stop: asyncio.Event | None = None) -> int:
     """Run until SIGTERM/SIGINT (or `stop`); exit code 0 on a clean stop, 1 on bad setup."""
     try:
@@ -90,21 +180,48 @@ async def run_agent(options: AgentOptions, stop: asyncio.Event | None = None) ->
         return 1
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    handled = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+            handled.append(sig)
+    try:
+        return await _run(options, backend, stop)
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+
+
+async def _run(options: AgentOptions, backend: GpuBackend, stop: asyncio.Event) -> int:
     api = await connect(options.kubeconfig)
     async with api:
         core = CoreObjects(api)
+        events = EventRecorder(core, "migweaver-agent")
+        pods = NodePods(api, options.node_name)
+
+        def refresh(gpu_uuids: frozenset[str]) -> Awaitable[None]:
+            return agent.refresh(gpu_uuids)
+
+        watcher = PodWatcher(options.node_name, pods, on_change=refresh, resync_s=options.resync_s)
         agent = NodeAgent(
             options.node_name,
             backend,
             ClusterObjects(api, MIGLAYOUT_PLURAL),
             ClusterObjects(api, NODECONFIG_PLURAL),
             core,
-            EventRecorder(core, "migweaver-agent"),
+            events,
+            held_by_pods=lambda: watcher.held,
             resync_s=options.resync_s,
         )
+        plugin = None
+        if options.device_plugin:
+            gpus = AgentGpus(agent, options.device_split_count)
+            plugin = DevicePluginServer(
+                gpus,
+                Allocator(options.node_name, pods, gpus, events, cdi=options.cdi),
+                plugin_dir=options.plugin_dir,
+            )
+        capacity = NodeCapacity(options.node_name, core)
         async with serving(probe_app(agent), options.probe_address, options.probe_port) as port:
             log.info(
                 "agent started on node %s with %s backend; probes on :%d",
@@ -112,6 +229,6 @@ async def run_agent(options: AgentOptions, stop: asyncio.Event | None = None) ->
                 options.backend,
                 port,
             )
-            await agent.run(stop)
+            await run_node(agent, watcher, capacity, plugin, stop, resync_s=options.resync_s)
     log.info("agent stopped")
     return 0

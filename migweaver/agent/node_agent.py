@@ -5,6 +5,8 @@ with its node. A GPU without a MigLayout gets one whose spec is what exists now
 (adoption: nothing is destroyed at start-up). Then it reconciles every layout and
 watches its node's MigLayouts, reconciling on each spec change; every `resync_s` it lists
 again, so processes that start or stop and retries after a backoff are reported too.
+`refresh` re-reconciles chosen GPUs at once (the pod watch calls it when a pod gets or
+releases an instance), and `listeners` hear of every pass (the device plugin's health).
 
 Safety: it acts only on layouts it has just read from a successful list or watch; when
 the API cannot be read it does nothing to the GPUs (fail closed). NVML calls run in one
@@ -16,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -108,6 +110,8 @@ class AgentState:
     devices: dict[int, GpuDevice] = field(default_factory=dict)
     settings: NodeSettings | None = None
     phases: dict[str, str] = field(default_factory=dict)
+    observations: dict[int, GpuObservation] = field(default_factory=dict)
+    """The latest observation of each GPU (by index) that a reconcile could read."""
     synced: bool = False
 
 
@@ -142,6 +146,13 @@ class NodeAgent:
         self.state = AgentState()
         self.ready = asyncio.Event()
         self.selector = f"{LABEL_NODE}={node_label_value(node)}"
+        self.listeners: list[Callable[[], None]] = []
+        """Called (on the event loop) after every reconcile pass and status report."""
+        # One pass at a time: the watch, the resync and `refresh` may all want a layout,
+        # and a status computed from an older read must not overwrite a newer one.
+        self._pass = asyncio.Lock()
+        self._own_writes: dict[str, str] = {}
+        """The resourceVersion our latest status patch of each layout produced."""
 
     async def _on_gpu_thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._gpu_thread, fn, *args)
@@ -172,6 +183,8 @@ class NodeAgent:
             async for kind, obj in self._layouts.watch(
                 resource_version, self.selector, timeout_s=self._resync_s
             ):
+                if kind == "MODIFIED" and self._is_own_status_write(obj):
+                    continue
                 if kind in {"ADDED", "MODIFIED"}:
                     await self.handle(obj)
 
@@ -246,8 +259,9 @@ class NodeAgent:
             created = await self._layouts.create(body)
         except Conflict:
             return  # created meanwhile (another agent incarnation): the list picks it up
-        status = observed_status(observation).model_copy(update={"phase": "Ready"})
-        await self._patch_status(created, {"status": status.to_api()})
+        # The status (phase, conditions, observedGeneration) is written by the pass that
+        # `sync` runs over every layout right after adopting: one complete write.
+        status = observed_status(observation)
         await self._events.record(
             created,
             "Adopted",
@@ -257,6 +271,43 @@ class NodeAgent:
 
     async def handle(self, obj: Mapping[str, Any]) -> None:
         """Reconcile one MigLayout of this node and report its status."""
+        async with self._pass:
+            await self._handle(obj)
+        self._notify()
+
+    async def refresh(self, gpu_uuids: Collection[str] | None = None) -> None:
+        """Reconcile and report the layouts of these GPUs (all when None) now.
+
+        Reads the layouts afresh inside the pass lock, so the status it writes starts from
+        the latest one. Does nothing before the first sync (nothing is known yet).
+        """
+        if not self.state.synced:
+            return
+        async with self._pass:
+            listing = await self._layouts.list(self.selector)
+            for obj in listing.items:
+                uuid = (obj.get("spec") or {}).get("gpuUUID")
+                if gpu_uuids is None or uuid in gpu_uuids:
+                    await self._handle(obj)
+        self._notify()
+
+    async def observe(self, gpu_index: int) -> GpuObservation:
+        """A fresh reading of one GPU (on the GPU thread); raises BackendError."""
+        return await self._on_gpu_thread(self._reconciler.observe, gpu_index, self._held())
+
+    def managed_devices(self) -> list[GpuDevice]:
+        """The node's GPUs that migweaver manages (not in filterDevices), by index."""
+        devices = sorted(self.state.devices.values(), key=lambda d: d.index)
+        return [d for d in devices if self._manages(d)]
+
+    def _notify(self) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener()
+            except Exception:  # a listener's bug must not stop reconciling
+                log.exception("agent listener failed")
+
+    async def _handle(self, obj: Mapping[str, Any]) -> None:
         try:
             layout = MigLayout.from_api(obj)
         except ValidationError as exc:
@@ -271,6 +322,8 @@ class NodeAgent:
         result: ReconcileResult = await self._on_gpu_thread(
             self._reconciler.reconcile, device.index, layout.spec, self._held()
         )
+        if result.observation is not None:
+            self.state.observations[device.index] = result.observation
         previous = layout.status.conditions if layout.status else []
         status = layout_status(
             result,
@@ -303,9 +356,19 @@ class NodeAgent:
 
     async def _patch_status(self, obj: Mapping[str, Any], patch: Mapping[str, Any]) -> None:
         try:
-            await self._layouts.patch_status(_name(obj), patch)
+            written = await self._layouts.patch_status(_name(obj), patch)
         except NotFound:
             log.info("MigLayout %s deleted before its status was written", _name(obj))
+            return
+        version = (written.get("metadata") or {}).get("resourceVersion")
+        if version:
+            self._own_writes[_name(obj)] = str(version)
+
+    def _is_own_status_write(self, obj: Mapping[str, Any]) -> bool:
+        """The watch echoes our own status patches; reconciling on them again would only
+        re-read the GPU we just reported (the resync catches anything that changed)."""
+        version = (obj.get("metadata") or {}).get("resourceVersion")
+        return version is not None and self._own_writes.get(_name(obj)) == str(version)
 
     async def _report_invalid(self, obj: Mapping[str, Any], exc: ValidationError) -> None:
         fields = "; ".join(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import aiohttp
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -42,7 +43,14 @@ class Conflict(ApiError):
     """409: the object changed since it was read (stale resourceVersion) or already exists."""
 
 
-def _translate(exc: ApiException, call: str) -> ApiError:
+# What a call raises when the API server is not reached at all (restarting, network
+# down): the same ApiError, status 0, so every caller's retry path covers it.
+_FAILURES = (ApiException, aiohttp.ClientError, TimeoutError)
+
+
+def _translate(exc: BaseException, call: str) -> ApiError:
+    if not isinstance(exc, ApiException):
+        return ApiError(0, f"API server not reached: {exc!r}", call)
     status = int(getattr(exc, "status", 0) or 0)
     reason = str(getattr(exc, "reason", "") or "")
     body = getattr(exc, "body", None)
@@ -88,7 +96,7 @@ class ClusterObjects:
     async def _call(self, name: str, *args: Any, **kwargs: Any) -> JsonDict:
         try:
             result = await getattr(self._api, name)(GROUP, VERSION, self.plural, *args, **kwargs)
-        except ApiException as exc:
+        except _FAILURES as exc:
             raise _translate(exc, f"{name} {self.plural}") from exc
         return cast(JsonDict, result)
 
@@ -152,7 +160,7 @@ class ClusterObjects:
                         code = int(obj.get("code", 0) or 0)
                         raise ApiError(code, str(obj.get("message", "")), f"watch {self.plural}")
                     yield kind, cast(JsonDict, obj)
-        except ApiException as exc:
+        except _FAILURES as exc:
             raise _translate(exc, f"watch {self.plural}") from exc
 
 
@@ -171,18 +179,86 @@ class CoreObjects:
     async def read_node(self, name: str) -> JsonDict:
         try:
             return self._plain(await self._core.read_node(name))
-        except ApiException as exc:
+        except _FAILURES as exc:
             raise _translate(exc, "read_node") from exc
 
     async def patch_node_status(self, name: str, patch: Any, content_type: str) -> JsonDict:
         try:
             result = await self._core.patch_node_status(name, patch, _content_type=content_type)
-        except ApiException as exc:
+        except _FAILURES as exc:
             raise _translate(exc, "patch_node_status") from exc
         return self._plain(result)
 
     async def create_event(self, namespace: str, body: Mapping[str, Any]) -> None:
         try:
             await self._core.create_namespaced_event(namespace, dict(body))
-        except ApiException as exc:
+        except _FAILURES as exc:
             raise _translate(exc, "create_namespaced_event") from exc
+
+
+class NodePods:
+    """The pods of one node (field selector `spec.nodeName=<node>`), for the agent.
+
+    The agent reads its node's pods (the allocation annotations) and patches their
+    annotations (the bind phase); it never creates, deletes or evicts a pod.
+    """
+
+    def __init__(self, api: client.ApiClient, node: str) -> None:
+        self._api_client = api
+        self._core: Any = client.CoreV1Api(api)
+        self.node = node
+        self.field_selector = f"spec.nodeName={node}"
+
+    def _plain(self, obj: Any) -> JsonDict:
+        return cast(JsonDict, self._api_client.sanitize_for_serialization(obj))
+
+    async def list(self) -> Listing:
+        try:
+            body = self._plain(
+                await self._core.list_pod_for_all_namespaces(field_selector=self.field_selector)
+            )
+        except _FAILURES as exc:
+            raise _translate(exc, "list pods") from exc
+        return Listing(
+            items=list(body.get("items") or []),
+            resource_version=str((body.get("metadata") or {}).get("resourceVersion", "")),
+        )
+
+    async def get(self, namespace: str, name: str) -> JsonDict:
+        try:
+            return self._plain(await self._core.read_namespaced_pod(name, namespace))
+        except _FAILURES as exc:
+            raise _translate(exc, f"get pod {namespace}/{name}") from exc
+
+    async def patch(self, namespace: str, name: str, patch: Mapping[str, Any]) -> JsonDict:
+        """Merge-patch the pod; a `metadata.resourceVersion` in `patch` makes it conditional."""
+        try:
+            result = await self._core.patch_namespaced_pod(
+                name, namespace, dict(patch), _content_type=MERGE_PATCH
+            )
+        except _FAILURES as exc:
+            raise _translate(exc, f"patch pod {namespace}/{name}") from exc
+        return self._plain(result)
+
+    async def watch(
+        self, resource_version: str, timeout_s: int = 300
+    ) -> AsyncIterator[tuple[str, JsonDict]]:
+        """Events of the node's pods after `resource_version` (see `ClusterObjects.watch`)."""
+        stream = watch.Watch()
+        try:
+            async with stream.stream(
+                self._core.list_pod_for_all_namespaces,
+                field_selector=self.field_selector,
+                resource_version=resource_version,
+                timeout_seconds=timeout_s,
+                allow_watch_bookmarks=True,
+            ) as events:
+                async for event in events:
+                    kind = str(event.get("type", ""))
+                    obj = event.get("raw_object") or {}
+                    if kind == "ERROR":
+                        code = int(obj.get("code", 0) or 0)
+                        raise ApiError(code, str(obj.get("message", "")), "watch pods")
+                    yield kind, cast(JsonDict, obj)
+        except _FAILURES as exc:
+            raise _translate(exc, "watch pods") from exc

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from migweaver.k8s.client import ApiError, CoreObjects, JsonDict, now_rfc3339
+from migweaver.k8s.client import ApiError, Conflict, CoreObjects, JsonDict, now_rfc3339
 
 EventType = Literal["Normal", "Warning"]
 
@@ -73,5 +73,8 @@ class EventRecorder:
         body = event_body(involved, reason, message, event_type, self.component, now_rfc3339())
         try:
             await self._core.create_event(body["metadata"]["namespace"], body)
+        except Conflict:
+            # Same object, reason, message and second: the Event already says it.
+            log.debug("event %s on %s already recorded", reason, body["metadata"])
         except ApiError as exc:
             log.warning("could not record event %s on %s: %s", reason, body["metadata"], exc)

@@ -1,5 +1,9 @@
 """In-memory stand-ins for the API calls the agent makes (no HTTP).
 
+`MemoryPods` holds pods by `namespace/name` and shows one node's pods as the agent's
+field-selected list and watch do; `MemoryNodes` keeps node labels and status and applies
+the agent's JSON patches of the status.
+
 `MemoryObjects` keeps cluster-scoped objects like the API server does where the agent
 depends on it: `metadata.generation` grows only when `spec` changes, every write gets a
 new `resourceVersion`, `create` of an existing name is a Conflict, a status patch changes
@@ -15,7 +19,7 @@ import functools
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from migweaver.k8s.client import Conflict, JsonDict, Listing, NotFound
+from migweaver.k8s.client import JSON_PATCH, ApiError, Conflict, JsonDict, Listing, NotFound
 
 
 def _merge(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
@@ -131,13 +135,132 @@ class MemoryObjects:
 
 
 class MemoryNodes:
+    """Nodes with labels and a status; `patch_node_status` applies JSON patches (RFC 6902)
+    as the API server does: all operations or none, 422 when one cannot apply."""
+
     def __init__(self, labels: dict[str, dict[str, str]] | None = None) -> None:
         self.labels = labels or {}
+        self.status: dict[str, JsonDict] = {
+            name: {"capacity": {"cpu": "8", "pods": "110"}, "allocatable": {"cpu": "8"}}
+            for name in self.labels
+        }
+        self.status_patches: list[tuple[str, Any, str]] = []
+        self.changed = asyncio.Condition()
 
     async def read_node(self, name: str) -> JsonDict:
         if name not in self.labels:
             raise NotFound(404, "not found", f"read_node {name}")
-        return {"metadata": {"name": name, "labels": self.labels[name]}}
+        return {
+            "metadata": {"name": name, "labels": self.labels[name]},
+            "status": copy.deepcopy(self.status.get(name, {})),
+        }
+
+    async def patch_node_status(self, name: str, patch: Any, content_type: str) -> JsonDict:
+        if name not in self.labels:
+            raise NotFound(404, "not found", f"patch_node_status {name}")
+        if content_type != JSON_PATCH:
+            raise ApiError(415, f"unsupported {content_type}", "patch_node_status")
+        self.status_patches.append((name, copy.deepcopy(patch), content_type))
+        document = {"status": copy.deepcopy(self.status.get(name, {}))}
+        try:
+            for op in patch:
+                apply_json_patch_op(document, op)
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise ApiError(422, f"json patch: {exc}", "patch_node_status") from exc
+        self.status[name] = document["status"]
+        async with self.changed:
+            self.changed.notify_all()
+        return await self.read_node(name)
+
+    async def wait_for(self, name: str, predicate: Any, within_s: float = 10) -> None:
+        """Until `predicate(status of node name)` holds after a status patch, bounded."""
+        async with asyncio.timeout(within_s), self.changed:
+            await self.changed.wait_for(lambda: predicate(self.status[name]))
+
+
+def _unescape(token: str) -> str:
+    return token.replace("~1", "/").replace("~0", "~")
+
+
+def apply_json_patch_op(document: dict[str, Any], op: Mapping[str, Any]) -> None:
+    """`add` and `remove` of RFC 6902 on objects (all the agent writes)."""
+    *parents, last = [_unescape(t) for t in op["path"].split("/")[1:]]
+    target: Any = document
+    for token in parents:
+        target = target[token]
+    if not isinstance(target, dict):
+        raise TypeError(f"{op['path']}: parent is not an object")
+    if op["op"] == "add":
+        target[last] = copy.deepcopy(op["value"])
+    elif op["op"] == "remove":
+        del target[last]
+    else:
+        raise ValueError(f"unsupported op {op['op']}")
+
+
+class MemoryPods(MemoryObjects):
+    """Pods of all namespaces (keyed `namespace/name`), as `k8s.client.NodePods` sees the
+    ones of `node`: list and watch select `spec.nodeName`, patches are merge patches with
+    an optional `metadata.resourceVersion` precondition. `patches` logs every patch."""
+
+    def __init__(self, node: str) -> None:
+        super().__init__()
+        self.node = node
+        self.patches: list[tuple[str, JsonDict]] = []
+
+    def _on_node(self, obj: Mapping[str, Any]) -> bool:
+        return (obj.get("spec") or {}).get("nodeName") == self.node
+
+    async def add(self, pod: Mapping[str, Any]) -> JsonDict:
+        obj = copy.deepcopy(dict(pod))
+        meta = obj["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        if key in self.objects:
+            raise Conflict(409, "AlreadyExists", f"create pod {key}")
+        meta.setdefault("uid", f"uid-{meta['namespace']}-{meta['name']}")
+        self.objects[key] = obj
+        return await self._record("ADDED", obj)
+
+    async def list(self, label_selector: str | None = None) -> Listing:  # type: ignore[override]
+        listing = await super().list(label_selector)
+        return Listing([p for p in listing.items if self._on_node(p)], listing.resource_version)
+
+    async def get(self, namespace: str, name: str) -> JsonDict:  # type: ignore[override]
+        return await super().get(f"{namespace}/{name}")
+
+    async def patch(  # type: ignore[override]
+        self, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> JsonDict:
+        self.patches.append((f"{namespace}/{name}", copy.deepcopy(dict(patch))))
+        obj = self.objects.get(f"{namespace}/{name}")
+        if obj is None:
+            raise NotFound(404, "not found", f"patch pod {namespace}/{name}")
+        expected = (patch.get("metadata") or {}).get("resourceVersion")
+        if expected is not None and expected != obj["metadata"]["resourceVersion"]:
+            raise Conflict(409, "Conflict", f"patch pod {namespace}/{name}")
+        body = copy.deepcopy(dict(patch))
+        (body.get("metadata") or {}).pop("resourceVersion", None)
+        _merge(obj, body)
+        return await self._record("MODIFIED", obj)
+
+    async def set_phase(self, namespace: str, name: str, phase: str) -> JsonDict:
+        obj = self.objects[f"{namespace}/{name}"]
+        obj.setdefault("status", {})["phase"] = phase
+        return await self._record("MODIFIED", obj)
+
+    async def delete(self, namespace: str, name: str) -> None:
+        obj = self.objects.pop(f"{namespace}/{name}")
+        await self._record("DELETED", obj)
+
+    async def watch(  # type: ignore[override]
+        self, resource_version: str, timeout_s: int = 300
+    ) -> AsyncIterator[tuple[str, JsonDict]]:
+        async for kind, obj in super().watch(resource_version, None, timeout_s):
+            if self._on_node(obj):
+                yield kind, obj
+
+    def annotations(self, namespace: str, name: str) -> dict[str, str]:
+        return dict(self.objects[f"{namespace}/{name}"]["metadata"].get("annotations") or {})
 
 
 class MemoryEvents:

@@ -10,6 +10,7 @@ from memory_api import MemoryEvents, MemoryNodes, MemoryObjects
 
 from migweaver.agent.backends.fake import FakeBackend
 from migweaver.agent.node_agent import NodeAgent
+from migweaver.agent.reconciler import Reconciler, ReconcileResult
 from migweaver.core.catalog import get_model
 from migweaver.core.profiles import Placement
 
@@ -213,3 +214,56 @@ async def test_adopted_specs_round_trip_through_the_models(model: str) -> None:
     assert {p["name"] for p in status["profiles"]} >= {
         p.name for p in catalog_model.profiles if not p.media_extensions
     }
+
+
+class CountingReconciler(Reconciler):
+    """Counts reconcile passes (each one reads the GPU through NVML)."""
+
+    def __init__(self, backend: FakeBackend) -> None:
+        super().__init__(backend)
+        self.passes = 0
+
+    def reconcile(self, *args: Any, **kwargs: Any) -> ReconcileResult:
+        self.passes += 1
+        return super().reconcile(*args, **kwargs)
+
+
+async def test_the_agent_does_not_reconcile_again_on_the_echo_of_its_own_status_write() -> None:
+    backend = FakeBackend.from_spec("A100-SXM4-80GB:1", seed=NODE)
+    reconciler = CountingReconciler(backend)
+    layouts = MemoryObjects()
+    agent = NodeAgent(
+        NODE,
+        backend,
+        layouts,
+        MemoryObjects(),
+        MemoryNodes({NODE: {}}),
+        MemoryEvents(),
+        reconciler=reconciler,
+        resync_s=300,  # no periodic re-list during the test: every pass comes from the watch
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    await asyncio.wait_for(agent.ready.wait(), 10)
+    after_sync = reconciler.passes
+
+    def applied(generation: int) -> Any:
+        def check(store: MemoryObjects) -> bool:
+            status = store.objects["n1-gpu0"].get("status", {})
+            return bool(status.get("observedGeneration") == generation)
+
+        return check
+
+    seven = [{"profile": "7g.80gb", "placement": {"start": 0, "size": 8}}]
+    three = [{"profile": "3g.40gb", "placement": {"start": 4, "size": 4}}]
+    await layouts.patch("n1-gpu0", {"spec": {"migEnabled": True, "instances": seven}})
+    async with asyncio.timeout(10):
+        await layouts.wait_for(applied(2))
+    await layouts.patch("n1-gpu0", {"spec": {"instances": three}})
+    async with asyncio.timeout(10):
+        await layouts.wait_for(applied(3))
+    # Watch events arrive in order: the echo of the generation-2 status write came before
+    # the generation-3 spec change, so a pass on it would already be counted here.
+    assert reconciler.passes == after_sync + 2
+    stop.set()
+    await asyncio.wait_for(task, 10)
