@@ -16,6 +16,7 @@ import yaml
 
 from migweaver.core.catalog import GpuModel, get_model, match_model, model_keys
 from migweaver.core.geometry import layout_problems
+from migweaver.core.node_fit import Taint
 from migweaver.core.pending import parse_timestamp
 from migweaver.core.profiles import Placement
 from migweaver.core.requests import DEFAULTS, InvalidRequest, PodDemand, RequestDefaults, parse_pod
@@ -30,7 +31,9 @@ from migweaver.core.snapshot import (
 
 __all__ = ["InputError", "PodsFile", "load_cluster", "load_pods"]
 
-_NODE_KEYS: Final = ("name", "mode", "labels", "gpus")
+_NODE_KEYS: Final = ("name", "mode", "labels", "unschedulable", "ready", "taints", "gpus")
+_TAINT_KEYS: Final = ("key", "value", "effect")
+_TAINT_EFFECTS: Final = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 _GPU_KEYS: Final = (
     "model", "count", "index", "uuid", "name", "memoryMiB", "policy", "migEnabled",
     "instances", "shares",
@@ -166,6 +169,14 @@ def _node(errors: _Errors, path: str, raw: Any, seen_uuids: set[str]) -> NodeSta
     ):
         errors.add(f"{path}.labels", "expected a mapping of strings to strings")
         labels = {}
+    flags: dict[str, bool] = {}
+    for key, default in (("unschedulable", False), ("ready", True)):
+        value = raw.get(key, default)
+        if not isinstance(value, bool):
+            errors.add(f"{path}.{key}", f"expected true or false, got {value!r}")
+            value = default
+        flags[key] = value
+    taints = _taints(errors, f"{path}.taints", raw.get("taints", []))
     raw_gpus = raw.get("gpus", [])
     if isinstance(raw_gpus, Mapping):
         raw_gpus = [raw_gpus]
@@ -178,7 +189,61 @@ def _node(errors: _Errors, path: str, raw: Any, seen_uuids: set[str]) -> NodeSta
         if (spec := _gpu_spec(errors, f"{path}.gpus[{j}]", item)) is not None
     ]
     gpus = _expand(errors, name, mode, specs, seen_uuids)
-    return NodeState(name=name, mode=mode, gpus=tuple(gpus), labels=dict(labels))
+    return NodeState(
+        name=name,
+        mode=mode,
+        gpus=tuple(gpus),
+        labels=dict(labels),
+        unschedulable=flags["unschedulable"],
+        ready=flags["ready"],
+        taints=taints,
+    )
+
+
+def _taints(errors: _Errors, path: str, raw: Any) -> tuple[Taint, ...]:
+    """`[{key: gpu, value: reserved, effect: NoSchedule}]`, or kubectl's
+    `gpu=reserved:NoSchedule` strings."""
+    if not isinstance(raw, list):
+        errors.add(path, f"expected a list of taints, got {_kind(raw)}")
+        return ()
+    result: list[Taint] = []
+    for k, raw_item in enumerate(raw):
+        where = f"{path}[{k}]"
+        item: Mapping[str, Any]
+        if isinstance(raw_item, str):
+            if ":" not in raw_item:
+                errors.add(where, f"expected key=value:Effect or key:Effect, got {raw_item!r}")
+                continue
+            head, _, tail = raw_item.rpartition(":")
+            name, _, text = head.partition("=")
+            item = {"key": name, "value": text, "effect": tail}
+        elif isinstance(raw_item, Mapping):
+            item = raw_item
+            for field_name in item:
+                if field_name not in _TAINT_KEYS:
+                    errors.add(
+                        f"{where}.{field_name}",
+                        f"unknown key (expected: {', '.join(_TAINT_KEYS)})",
+                    )
+        else:
+            errors.add(
+                where, f"expected a taint mapping or key=value:Effect, got {_kind(raw_item)}"
+            )
+            continue
+        key, value, effect = item.get("key"), item.get("value", ""), item.get("effect")
+        if not isinstance(key, str) or not key:
+            errors.add(f"{where}.key", f"expected a taint key, got {_kind(key)}")
+            continue
+        if not isinstance(value, str):
+            errors.add(f"{where}.value", f"expected a string, got {_kind(value)}")
+            continue
+        if effect not in _TAINT_EFFECTS:
+            errors.add(
+                f"{where}.effect", f"expected one of {', '.join(_TAINT_EFFECTS)}, got {effect!r}"
+            )
+            continue
+        result.append(Taint(key, value, str(effect)))
+    return tuple(result)
 
 
 def _expand(

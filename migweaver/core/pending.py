@@ -4,8 +4,10 @@ A `PodDemand` (from `requests.parse_pod`) becomes a `PendingPod`: its containers
 `(name, count, DeviceReq)`, its filters normalised (upper-case GPU types, UUID sets), its
 scheduling policies as booleans, and the two keys the planner memoises by:
 
-- `demand_key`: everything but the UUID filters. Pods with equal demand keys get the
-  same answer from a node in a given state, so their node evaluations are shared.
+- `demand_key`: everything but the UUID filters, including what the pod asks of its node
+  (nodeSelector, required node affinity, tolerations; `core/node_fit.py`). Pods with
+  equal demand keys get the same answer from a node in a given state, so their node
+  evaluations, node heaps and reasons are shared.
 - `order_key`: priority (high first), then creation time (old first), then `ns/name`.
 """
 
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from migweaver.core.gpu_options import DeviceReq
+from migweaver.core.node_fit import PodConstraints
 from migweaver.core.requests import PodDemand, VgpuMode
 
 __all__ = ["PendingPod", "parse_timestamp", "pending_pod"]
@@ -49,6 +52,11 @@ class PendingPod:
     @property
     def total_devices(self) -> int:
         return sum(count for _, count, _ in self.containers)
+
+    @property
+    def constraints(self) -> PodConstraints:
+        """What the pod asks of its node (nodeSelector, required affinity, tolerations)."""
+        return self.demand.constraints
 
     @property
     def filter_key(self) -> tuple[bool, bool, tuple[str, ...], tuple[str, ...]]:
@@ -100,6 +108,7 @@ def pending_pod(demand: PodDemand) -> PendingPod:
         (allow_mig, allow_hami, use_gputype, nouse_gputype),
         spread_gpu,
         spread_node,
+        None if demand.constraints.empty else demand.constraints,
     )
     return PendingPod(
         demand=demand,

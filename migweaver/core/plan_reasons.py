@@ -8,7 +8,10 @@ The reason names the nearest miss, checked in this order:
    thing that is free, with the GPU it is on;
 4. devices fit one by one but not all on one node: the node that can offer the most.
 
-GPUs held for starving pods are mentioned when they are among the eligible ones.
+GPUs held for starving pods are mentioned when they are among the eligible ones. Nodes
+kube-scheduler would refuse for the pod (`node_fit.py`) are left out; when no node is left
+the code is `Filtered` and the reason groups the nodes by why they refuse it
+(`node_refusals`), otherwise the reason ends with that summary.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ __all__ = [
     "CODE_NO_ROOM",
     "CODE_TOO_LARGE",
     "explain",
+    "node_refusals",
 ]
 
 CODE_FILTERED = "Filtered"
@@ -62,6 +66,34 @@ def _failed_filters(t: GpuType, gpu: GpuState, pod: PendingPod) -> list[str]:
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+_PLURAL_VERBS = {"is": "are", "has": "have", "does": "do"}
+_SHOWN_NODES = 3
+_SHOWN_GROUPS = 4
+
+
+def node_refusals(refused: Mapping[str, str]) -> str:
+    """Nodes that refuse a pod (name -> phrase after the name), grouped by phrase, largest
+    group first, a few names each: `node-a is cordoned; 998 nodes (node-c, node-d,
+    node-e, ...) do not match the pod's nodeSelector zone=a`. Short on any cluster size."""
+    by_phrase: dict[str, list[str]] = {}
+    for node, phrase in refused.items():
+        by_phrase.setdefault(phrase, []).append(node)
+    groups = sorted(by_phrase.items(), key=lambda item: (-len(item[1]), item[0]))
+    parts = []
+    for phrase, nodes in groups[:_SHOWN_GROUPS]:
+        nodes.sort()
+        if len(nodes) == 1:
+            parts.append(f"{nodes[0]} {phrase}")
+            continue
+        verb, _, rest = phrase.partition(" ")
+        shown = ", ".join(nodes[:_SHOWN_NODES]) + (", ..." if len(nodes) > _SHOWN_NODES else "")
+        parts.append(f"{len(nodes)} nodes ({shown}) {_PLURAL_VERBS.get(verb, verb)} {rest}")
+    others = sum(len(nodes) for _, nodes in groups[_SHOWN_GROUPS:])
+    if others:
+        parts.append(f"{_plural(others, 'other node')} refuse it for other reasons")
+    return "; ".join(parts)
 
 
 def _filter_reason(opts: GpuOptions, pod: PendingPod, groups: Groups) -> tuple[str | None, Groups]:

@@ -15,12 +15,17 @@ there, and updates the GPUs' states before the next pod. The rules (docs/planner
   (binpack; `spread` inverts it). The ranking is `gpu_options._rank`;
 - a pod that has waited `starvation_after` seconds and still does not fit holds the GPUs
   it would fit on soonest against later pods (`starvation.py`);
+- a pod goes only to a node kube-scheduler would accept for it (`node_fit.py`: its
+  nodeSelector, required node affinity and tolerations; nodes cordoned or not Ready take
+  no new pods, while what they hold stays);
 - a pod that cannot be placed gets a reason naming the nearest miss (`plan_reasons.py`).
 
 Speed comes from memoising by state, not by GPU: `GpuOptions` answers per distinct GPU
 state, node evaluations are cached per (node state, demand), and for each distinct demand
 a heap orders the nodes by score, re-scoring a node only when it reaches the top after it
-changed. Pods with UUID filters, which defeat the sharing, scan every node.
+changed. Pods with UUID filters, which defeat the sharing, scan every node. The nodes a
+pod's node constraints refuse are found once per distinct constraint set and simply left
+out of its heap (or scan).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from migweaver.core.gpu_options import (
     View,
     resolve_geometries,
 )
+from migweaver.core.node_fit import NodeFacts, PodConstraints, refusal_phrase
 from migweaver.core.pending import PendingPod, pending_pod
 from migweaver.core.placement_score import ProfileGeometry
 from migweaver.core.plan import (
@@ -55,7 +61,13 @@ from migweaver.core.plan import (
     PlannerOptions,
     Unplaceable,
 )
-from migweaver.core.plan_reasons import CODE_NO_ROOM, CODE_NOT_ON_ONE_NODE, explain
+from migweaver.core.plan_reasons import (
+    CODE_FILTERED,
+    CODE_NO_ROOM,
+    CODE_NOT_ON_ONE_NODE,
+    explain,
+    node_refusals,
+)
 from migweaver.core.profiles import Placement, ProfileTable
 from migweaver.core.requests import PodDemand
 from migweaver.core.reservations import ReservedItem, match_reservations
@@ -207,6 +219,9 @@ class _Planner:
         """GPUs per current view id: what reasons iterate instead of every GPU."""
         self._changes = 0
         self._reasons: dict[Hashable, tuple[str, str]] = {}
+        self._facts: list[NodeFacts] = []
+        self._refusals: dict[PodConstraints, dict[str, str]] = {}
+        """Per distinct constraint set: the nodes that refuse it, with the reason."""
 
     # ------------------------------------------------------------------ setup
 
@@ -303,6 +318,7 @@ class _Planner:
             self.nodes.append(built)
             for gpu in gpus:
                 self._members.setdefault(gpu.vid, {})[gpu.state.key] = gpu.state
+            self._facts.append(node.facts)
         self.by_name = {n.name: n for n in self.nodes}
         remaining: dict[Hashable, int] = {}
         for pod in pods:
@@ -342,6 +358,23 @@ class _Planner:
         self.result.pods[pod.key] = Unplaceable(pod.key, reason, holds, code)
 
     # ------------------------------------------------------------------ choosing a node
+
+    def _refused(self, pod: PendingPod) -> dict[str, str]:
+        """The nodes kube-scheduler would refuse for the pod: name -> why (a phrase after
+        the name). Computed once per distinct constraint set; the nodes that take any pod
+        asking nothing (the usual case) cost one check each, once."""
+        constraints = pod.constraints
+        found = self._refusals.get(constraints)
+        if found is None:
+            found = {}
+            for facts in self._facts:
+                if constraints.empty and facts.open:
+                    continue
+                phrase = refusal_phrase(constraints, facts)
+                if phrase is not None:
+                    found[facts.name] = phrase
+            self._refusals[constraints] = found
+        return found
 
     def _eligible_positions(self, node: _Node, pod: PendingPod) -> tuple[bool, ...]:
         """Which of the node's GPUs the pod's filters allow (memoised per GPU types)."""
@@ -481,7 +514,10 @@ class _Planner:
         pushed = {}
         ranks: dict[int, tuple[float, ...] | None] = {}
         exact = pod.total_devices == 1
+        refused = self._refused(pod)
         for node in self.nodes:
+            if refused and node.name in refused:
+                continue
             pushed[node.name] = node.version
             score = self._score_one(node, pod, ranks)
             if score is not None:
@@ -495,7 +531,10 @@ class _Planner:
     def _scan(self, pod: PendingPod) -> tuple[_Node, _Choice] | None:
         best: tuple[tuple[float, ...], str] | None = None
         found: tuple[_Node, _Choice] | None = None
+        refused = self._refused(pod)
         for node in self.nodes:
+            if node.name in refused:
+                continue
             choice = self._evaluate(node, pod)
             if choice is not None and (best is None or (choice.score, node.name) < best):
                 best, found = (choice.score, node.name), (node, choice)
@@ -654,10 +693,25 @@ class _Planner:
         key = (pod.demand_key, uuids, self._changes)
         found = self._reasons.get(key)
         if found is None:
-            groups = [
-                (vid, list(members.values())) for vid, members in sorted(self._members.items())
-            ]
-            found = explain(self.opts, pod, groups, lambda: self._best_offer(pod), self.result.held)
+            refused = self._refused(pod)
+            if refused and all(n.name in refused or not n.gpus for n in self.nodes):
+                found = (CODE_FILTERED, f"no node can take the pod: {node_refusals(refused)}")
+            else:
+                groups = [
+                    (vid, gpus)
+                    for vid, members in sorted(self._members.items())
+                    if (
+                        gpus := [g for g in members.values() if g.node not in refused]
+                        if refused
+                        else list(members.values())
+                    )
+                ]
+                code, reason = explain(
+                    self.opts, pod, groups, lambda: self._best_offer(pod), self.result.held
+                )
+                if refused:
+                    reason += f"; other nodes excluded: {node_refusals(refused)}"
+                found = (code, reason)
             self._reasons[key] = found
         return found
 
@@ -665,7 +719,10 @@ class _Planner:
         """The node that can take the most of the pod's devices, and how many."""
         best: tuple[int, str] | None = None
         seen: dict[tuple[tuple[int, ...], tuple[bool, ...]], int] = {}
+        refused = self._refused(pod)
         for node in self.nodes:
+            if node.name in refused:
+                continue
             eligible = self._eligible_positions(node, pod)
             key = (node.sig, eligible)
             if key not in seen:
@@ -704,7 +761,10 @@ class _Planner:
 
     def _hold(self, pod: PendingPod) -> tuple[GpuKey, ...]:
         candidates = []
+        refused = self._refused(pod)
         for node in self.nodes:
+            if node.name in refused:
+                continue
             eligible = self._eligible_positions(node, pod)
             candidates.append(
                 (node.name, [(g.vid, ok) for g, ok in zip(node.gpus, eligible, strict=True)])

@@ -21,6 +21,8 @@ from enum import StrEnum
 from fractions import Fraction
 from typing import Any, Final, TypeGuard
 
+from migweaver.core.node_fit import EMPTY_CONSTRAINTS, PodConstraints, pod_constraints
+
 __all__ = [
     "ANNOTATION_GPU_SCHEDULER_POLICY",
     "ANNOTATION_NODE_SCHEDULER_POLICY",
@@ -127,6 +129,8 @@ class PodDemand:
     created: str | None = None
     gpu_scheduler_policy: str | None = None
     node_scheduler_policy: str | None = None
+    constraints: PodConstraints = EMPTY_CONSTRAINTS
+    """What the pod asks of its node: nodeSelector, required node affinity, tolerations."""
 
     @property
     def key(self) -> str:
@@ -350,6 +354,7 @@ def parse_pod(
         node_scheduler_policy=_parse_policy(
             errors, ANNOTATION_NODE_SCHEDULER_POLICY, annotation(ANNOTATION_NODE_SCHEDULER_POLICY)
         ),
+        constraints=pod_constraints(pod),
     )
     if errors.errors:
         return InvalidRequest(pod=result.key, errors=tuple(errors.errors))

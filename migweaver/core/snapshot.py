@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, TypeAlias
 
 from migweaver.core.catalog import match_model
 from migweaver.core.geometry import PlacedInstance
 from migweaver.core.models import MigLayout, OperatingMode, Policy, ProfileStatus
+from migweaver.core.node_fit import NodeFacts, Taint
 from migweaver.core.profiles import MigProfile, Placement, ProfileTable, normalize_profile_name
 
 __all__ = [
@@ -111,12 +112,22 @@ class GpuState:
 
 @dataclass(frozen=True, slots=True)
 class NodeState:
-    """A node: its operating mode, labels and managed GPUs."""
+    """A node: its operating mode, labels, managed GPUs, and whether it takes new pods
+    (`core/node_fit.py`): cordoned, Ready, taints. A cordoned or NotReady node keeps what
+    is on it; the planner only places nothing new there."""
 
     name: str
     mode: OperatingMode
     gpus: tuple[GpuState, ...]
     labels: Mapping[str, str] = field(default_factory=dict)
+    unschedulable: bool = False
+    ready: bool = True
+    taints: tuple[Taint, ...] = ()
+
+    @property
+    def facts(self) -> NodeFacts:
+        """The node as `node_fit.node_refusal` judges it."""
+        return NodeFacts(self.name, self.labels, self.unschedulable, self.ready, self.taints)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +176,27 @@ def table_from_status(profiles: Sequence[ProfileStatus]) -> ProfileTable | None:
     return ProfileTable(slots, tuple(built)) if built else None
 
 
+def _with_catalog_aliases(reported: ProfileTable, catalog: ProfileTable) -> ProfileTable:
+    """NVML's profiles, also answering to the catalog's names and aliases of the same
+    profile (same id, slices and placements), as the agent's reconciler does: a configured
+    geometry that says `7g.79gb` must still match a driver that reports `7g.80gb`."""
+    profiles = []
+    for profile in reported.profiles:
+        known = catalog.by_id(profile.profile_id)
+        if (
+            known is None
+            or known.compute_slices != profile.compute_slices
+            or known.placements != profile.placements
+        ):
+            profiles.append(profile)
+            continue
+        own = normalize_profile_name(profile.name)
+        names = (*profile.aliases, known.name, *known.aliases)
+        aliases = tuple(dict.fromkeys(n for n in names if normalize_profile_name(n) != own))
+        profiles.append(replace(profile, aliases=aliases))
+    return ProfileTable(reported.memory_slots, tuple(profiles))
+
+
 def _merge_instances(
     layout: MigLayout, reservations: Mapping[PlacedInstance, str]
 ) -> list[InstanceState]:
@@ -203,6 +235,7 @@ def snapshot_from_layouts(
     node_modes: Mapping[str, OperatingMode],
     *,
     node_labels: Mapping[str, Mapping[str, str]] | None = None,
+    node_facts: Mapping[str, NodeFacts] | None = None,
     reservations: Mapping[GpuKey, Mapping[PlacedInstance, str]] | None = None,
     shares: Mapping[GpuKey, Sequence[Share]] | None = None,
     now: float = 0.0,
@@ -210,12 +243,14 @@ def snapshot_from_layouts(
     """A snapshot from MigLayouts (spec + status) and the operator's own records.
 
     `node_modes` gives each node's operating mode (nodes not listed run hami-core, as in
-    DESIGN.md); `reservations` the pod each planned instance is reserved for, `shares` the
-    hami-core shares already allocated. A layout whose GPU has not been described yet (no
-    status profiles and a model the catalog does not know) is left out: it cannot be
-    planned until its agent reports it.
+    DESIGN.md); `node_facts` whether each node is cordoned, Ready and tainted (a node not
+    listed takes new pods); `reservations` the pod each planned instance is reserved for,
+    `shares` the hami-core shares already allocated. A layout whose GPU has not been
+    described yet (no status profiles and a model the catalog does not know) is left out:
+    it cannot be planned until its agent reports it.
     """
     labels = node_labels or {}
+    facts = node_facts or {}
     reserved = reservations or {}
     shared = shares or {}
     by_node: dict[str, list[GpuState]] = {}
@@ -226,6 +261,8 @@ def snapshot_from_layouts(
         table = table_from_status(status.profiles) if status else None
         if table is None and model is not None:
             table = model.table
+        elif table is not None and model is not None:
+            table = _with_catalog_aliases(table, model.table)
         if table is None:
             continue
         memory = status.gpu.memory_mib if status and status.gpu else 0
@@ -256,6 +293,9 @@ def snapshot_from_layouts(
             mode=node_modes.get(name, "hami-core"),
             gpus=tuple(sorted(gpus, key=lambda g: g.index)),
             labels=dict(labels.get(name, {})),
+            unschedulable=name in facts and facts[name].unschedulable,
+            ready=name not in facts or facts[name].ready,
+            taints=facts[name].taints if name in facts else (),
         )
         for name, gpus in sorted(by_node.items())
     )
