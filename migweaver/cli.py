@@ -284,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plan)
 
     _add_agent_parser(sub)
+    _add_simulate_parser(sub)
+    _add_operator_parser(sub)
     return parser
 
 
@@ -332,8 +334,151 @@ def _add_agent_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_agent)
 
 
+def _add_simulate_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "simulate",
+        help="simulate a fleet over time with the real planner and agent (docs/simulator.md)",
+    )
+    p.add_argument("scenario", metavar="SCENARIO.yaml", help="nodes, device config and pods")
+    p.add_argument(
+        "--policy",
+        choices=["migweaver", "hami-legacy"],
+        default="migweaver",
+        help="who places pods: migweaver's planner (default) or HAMi's legacy rules",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--chart", metavar="FILE.png", help="draw slice occupancy per GPU over time")
+    p.set_defaults(func=cmd_simulate)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Run a scenario through the planner (or HAMi's legacy rules) and fake GPUs."""
+    from migweaver.sim.engine import run_simulation
+    from migweaver.sim.policies import policy_named
+    from migweaver.sim.report import render_text, report_json
+    from migweaver.sim.scenario import ScenarioError, load_scenario
+
+    try:
+        loaded = load_scenario(args.scenario)
+    except ScenarioError as exc:
+        for error in exc.errors:
+            print(f"error: {error}", file=sys.stderr)
+        return 1
+    if args.chart:
+        from migweaver.sim.chart import ChartUnavailable, check_available, write_chart
+
+        try:
+            check_available()  # before the run, not after it
+        except ChartUnavailable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    result = run_simulation(loaded, policy_named(args.policy))
+    if args.json:
+        print(json.dumps(report_json(result), indent=2))
+    else:
+        print(render_text(result))
+    if args.chart:
+        try:
+            write_chart(result, args.chart)
+        except (ChartUnavailable, OSError) as exc:
+            print(f"error: cannot write {args.chart}: {exc}", file=sys.stderr)
+            return 1
+        print(f"wrote {args.chart}", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result
+
+
+def _add_operator_parser(sub: Any) -> None:
+    from migweaver.operator.settings import default_namespace
+
+    p = sub.add_parser(
+        "operator", help="run the operator (plans MigLayouts, releases pods; docs/operator.md)"
+    )
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then ~/.kube)")
+    p.add_argument(
+        "--namespace",
+        default=default_namespace(),
+        help="namespace of the geometry ConfigMap (default: $POD_NAMESPACE or migweaver-system)",
+    )
+    p.add_argument(
+        "--batch-idle",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="plan when no new gated pod arrived for this long",
+    )
+    p.add_argument(
+        "--batch-max",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="plan at the latest this long after the first pod of a batch arrived",
+    )
+    p.add_argument("--metrics-address", default="0.0.0.0", help="address of /metrics")
+    p.add_argument("--metrics-port", type=int, default=31993, help="port of /metrics")
+    p.add_argument("--webhook-address", default="0.0.0.0", help="address of the webhook")
+    p.add_argument("--webhook-port", type=int, default=9443, help="port of the webhook")
+    p.add_argument(
+        "--webhook-tls-dir", metavar="DIR", help="directory with tls.crt and tls.key (a Secret)"
+    )
+    p.add_argument(
+        "--webhook-self-signed",
+        action="store_true",
+        help="serve the webhook with a self-signed certificate (development)",
+    )
+    p.add_argument("--no-webhook", action="store_true", help="do not serve the webhook")
+    p.add_argument("--probe-address", default="0.0.0.0", help="address of /healthz, /readyz")
+    p.add_argument("--probe-port", type=int, default=8080, help="port of /healthz, /readyz")
+    p.add_argument(
+        "--peering", default="migweaver", help="name of the ClusterKopfPeering (leader election)"
+    )
+    p.add_argument(
+        "--standalone", action="store_true", help="run without peering (a single replica)"
+    )
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    p.set_defaults(func=cmd_operator)
+
+
+def cmd_operator(args: argparse.Namespace) -> int:
+    """Run the operator until SIGTERM (docs/operator.md)."""
+    import asyncio
+
+    from migweaver import logs
+    from migweaver.operator.main import run_operator
+    from migweaver.operator.settings import OperatorOptions
+
+    if args.batch_idle <= 0 or args.batch_max < args.batch_idle:
+        print("error: need 0 < --batch-idle <= --batch-max", file=sys.stderr)
+        return 2
+    webhook = not args.no_webhook
+    if webhook and not args.webhook_tls_dir and not args.webhook_self_signed:
+        print(
+            "error: the webhook needs --webhook-tls-dir or --webhook-self-signed (or --no-webhook)",
+            file=sys.stderr,
+        )
+        return 2
+    logs.configure(args.log_level)
+    options = OperatorOptions(
+        kubeconfig=args.kubeconfig,
+        namespace=args.namespace,
+        batch_idle=args.batch_idle,
+        batch_max=args.batch_max,
+        metrics_address=args.metrics_address,
+        metrics_port=args.metrics_port,
+        webhook=webhook,
+        webhook_address=args.webhook_address,
+        webhook_port=args.webhook_port,
+        webhook_tls_dir=args.webhook_tls_dir,
+        webhook_self_signed=args.webhook_self_signed,
+        probe_address=args.probe_address,
+        probe_port=args.probe_port,
+        peering=args.peering,
+        standalone=args.standalone,
+    )
+    return asyncio.run(run_operator(options))

@@ -103,10 +103,14 @@ async def serving(app: web.Application, address: str, port: int) -> AsyncIterato
 async def _until(event: asyncio.Event, stop: asyncio.Event) -> bool:
     """Wait for `event` or `stop`; True when `event` came first."""
     waiters = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(stop.wait())]
-    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    for waiter in waiters:
-        waiter.cancel()
-    await asyncio.gather(*waiters, return_exceptions=True)
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        # Also when cancelled (the capacity loop's `wait_for` times out every resync):
+        # the waiters must not outlive the call.
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
     return event.is_set()
 
 

@@ -1,0 +1,172 @@
+"""Cluster-wide reads and writes the operator makes itself (kopf only watches for it).
+
+- `Pods`: every pod (list), one pod (get), a merge patch (optionally conditional on the
+  pod's `resourceVersion`);
+- `Nodes`: the node list (labels, for NodeConfig selectors and the hostname label);
+- `ConfigMaps`: one ConfigMap in one namespace, read and watched by name;
+- `connection_settings`: what kopf needs to log in, taken from the same kubeconfig (or
+  service account) the kubernetes_asyncio client was made from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+from kubernetes_asyncio import client, watch
+
+from migweaver.k8s.client import (
+    _FAILURES,
+    MERGE_PATCH,
+    ApiError,
+    JsonDict,
+    Listing,
+    _translate,
+)
+
+
+class _Core:
+    def __init__(self, api: client.ApiClient) -> None:
+        self._api_client = api
+        self._core: Any = client.CoreV1Api(api)
+
+    def _plain(self, obj: Any) -> JsonDict:
+        return cast(JsonDict, self._api_client.sanitize_for_serialization(obj))
+
+    def _listing(self, body: Any, kind: str) -> Listing:
+        """The items of a list, each with its `apiVersion` and `kind` (a list of built-in
+        objects leaves them out; Events and messages need them)."""
+        plain = self._plain(body)
+        items = list(plain.get("items") or [])
+        for item in items:
+            item.setdefault("apiVersion", "v1")
+            item.setdefault("kind", kind)
+        return Listing(
+            items=items,
+            resource_version=str((plain.get("metadata") or {}).get("resourceVersion", "")),
+        )
+
+
+class Pods(_Core):
+    """Pods in every namespace."""
+
+    async def list(self) -> Listing:
+        try:
+            return self._listing(await self._core.list_pod_for_all_namespaces(), "Pod")
+        except _FAILURES as exc:
+            raise _translate(exc, "list pods") from exc
+
+    async def get(self, namespace: str, name: str) -> JsonDict:
+        try:
+            return self._plain(await self._core.read_namespaced_pod(name, namespace))
+        except _FAILURES as exc:
+            raise _translate(exc, f"get pod {namespace}/{name}") from exc
+
+    async def patch(self, namespace: str, name: str, patch: Mapping[str, Any]) -> JsonDict:
+        """Merge-patch the pod; a `metadata.resourceVersion` in `patch` makes it conditional
+        (409 `Conflict` when the pod changed since it was read)."""
+        try:
+            result = await self._core.patch_namespaced_pod(
+                name, namespace, dict(patch), _content_type=MERGE_PATCH
+            )
+        except _FAILURES as exc:
+            raise _translate(exc, f"patch pod {namespace}/{name}") from exc
+        return self._plain(result)
+
+
+class Nodes(_Core):
+    async def list(self) -> Listing:
+        try:
+            return self._listing(await self._core.list_node(), "Node")
+        except _FAILURES as exc:
+            raise _translate(exc, "list nodes") from exc
+
+
+class ConfigMaps(_Core):
+    """One namespace's ConfigMaps, by name."""
+
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        super().__init__(api)
+        self.namespace = namespace
+
+    async def get(self, name: str) -> JsonDict | None:
+        """The ConfigMap, or None when it does not exist."""
+        try:
+            return self._plain(await self._core.read_namespaced_config_map(name, self.namespace))
+        except _FAILURES as exc:
+            error = _translate(exc, f"get configmap {self.namespace}/{name}")
+            if error.status == 404:
+                return None
+            raise error from exc
+
+    async def watch(self, name: str, timeout_s: int = 300) -> AsyncIterator[tuple[str, JsonDict]]:
+        """Events of the named ConfigMap from now on, until the server ends the watch."""
+        stream = watch.Watch()
+        try:
+            async with stream.stream(
+                self._core.list_namespaced_config_map,
+                self.namespace,
+                field_selector=f"metadata.name={name}",
+                timeout_seconds=timeout_s,
+            ) as events:
+                async for event in events:
+                    kind = str(event.get("type", ""))
+                    obj = event.get("raw_object") or {}
+                    if kind == "ERROR":
+                        code = int(obj.get("code", 0) or 0)
+                        raise ApiError(code, str(obj.get("message", "")), "watch configmap")
+                    yield kind, cast(JsonDict, obj)
+        except _FAILURES as exc:
+            raise _translate(exc, "watch configmap") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionSettings:
+    """How to reach the API server, as kopf's `ConnectionInfo` wants it."""
+
+    server: str
+    ca_path: str | None
+    insecure: bool
+    token: str | None
+    certificate_path: str | None
+    private_key_path: str | None
+
+
+async def connection_settings(api: client.ApiClient) -> ConnectionSettings:
+    """The server, TLS files and token of a kubernetes_asyncio client's configuration."""
+    config: Any = api.configuration
+    token: str | None = None
+    if "BearerToken" in (config.api_key or {}):
+        value = await config.get_api_key_with_prefix("BearerToken")
+        if value:
+            token = str(value).removeprefix("Bearer ").strip() or None
+    return ConnectionSettings(
+        server=str(config.host),
+        ca_path=config.ssl_ca_cert or None,
+        insecure=not bool(config.verify_ssl),
+        token=token,
+        certificate_path=config.cert_file or None,
+        private_key_path=config.key_file or None,
+    )
+
+
+class AnyClusterObjects:
+    """Cluster-scoped objects of any group (kopf's `ClusterKopfPeering`, for one)."""
+
+    def __init__(self, api: client.ApiClient, group: str, version: str, plural: str) -> None:
+        self._api: Any = client.CustomObjectsApi(api)
+        self.group, self.version, self.plural = group, version, plural
+
+    async def get(self, name: str) -> JsonDict | None:
+        """The object, or None when it does not exist."""
+        try:
+            result = await self._api.get_cluster_custom_object(
+                self.group, self.version, self.plural, name
+            )
+        except _FAILURES as exc:
+            error = _translate(exc, f"get {self.plural} {name}")
+            if error.status == 404:
+                return None
+            raise error from exc
+        return cast(JsonDict, result)

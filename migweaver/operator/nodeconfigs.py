@@ -1,0 +1,17 @@
+"""NodeConfigs: any change asks for a round, which sets `spec.migEnabled` of the GPUs they
+select and reports in their status (`core.nodeconfig_actions`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from migweaver.core.models import GROUP, NODECONFIG_PLURAL, VERSION
+from migweaver.operator.triggers import Triggers
+
+
+def register(registry: kopf.OperatorRegistry, operator: Triggers) -> None:
+    @kopf.on.event(GROUP, VERSION, NODECONFIG_PLURAL, registry=registry, id="migweaver-configs")
+    async def nodeconfig_event(**_: Any) -> None:
+        operator.capacity_changed()

@@ -1,0 +1,385 @@
+"""The operator's work: rounds of read everything, decide (core), write, explain.
+
+Kopf's handlers only *notify* this object (`pod_arrived`, `capacity_changed`,
+`layout_changed`, ...); one task (`run`) does the work in rounds, one at a time, so every
+write of the operator is serialised and made from a fresh read of the API:
+
+1. read pods, MigLayouts, NodeConfigs and Nodes (`core.operator_state.cluster_state`);
+2. NodeConfigs: `spec.migEnabled` of their GPUs, their status and Events;
+3. releases: every reserved pod whose devices are Ready gets its one patch;
+4. when the batching window is due: plan, write the changed MigLayout specs (409 re-reads
+   and re-plans, never overwrites), then the pods' reservation annotations, then Events.
+
+Everything it knows comes from the API in step 1, so a restarted operator continues
+where the last one stopped (DESIGN.md section 7). The only memory kept between rounds is
+what avoids repeating itself: the batching window and the last `MigUnschedulable` reason
+per pod.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from migweaver.core.allocation import Allocation
+from migweaver.core.batching import BatchWindow
+from migweaver.core.config import CONFIGMAP_NAME
+from migweaver.core.config_reload import ConfigInForce, reload
+from migweaver.core.models import MIGLAYOUT_PLURAL, NODECONFIG_PLURAL
+from migweaver.core.nodeconfig_actions import mode_changes, nodeconfig_reports, status_patch
+from migweaver.core.operator_state import (
+    ClusterState,
+    WaitingPod,
+    allocated_rows,
+    build_snapshot,
+    cluster_state,
+    instance_owners,
+    metadata_of,
+)
+from migweaver.core.pending import parse_timestamp
+from migweaver.core.plan import PlannerOptions
+from migweaver.core.plan_writes import (
+    LayoutWrite,
+    layout_change_message,
+    plan_writes,
+    planned_message,
+    unschedulable_events,
+)
+from migweaver.core.planner import plan
+from migweaver.core.release import NotReady, ready_allocation, release_patch, ungate_patch
+from migweaver.core.requests import RequestDefaults
+from migweaver.k8s.client import ApiError, ClusterObjects, Conflict, CoreObjects, NotFound
+from migweaver.k8s.cluster import ConfigMaps, Nodes, Pods
+from migweaver.k8s.events import EventRecorder, EventType
+from migweaver.operator.metrics import OperatorMetrics
+from migweaver.operator.settings import COMPONENT, OperatorOptions
+
+log = logging.getLogger("migweaver.operator")
+
+
+@dataclass
+class _Outcome:
+    """What a pass did: `wrote` (re-read before planning), `again` (plan again soon)."""
+
+    wrote: bool = False
+    again: bool = False
+
+
+class Operator:
+    """The operator's state between rounds, its triggers and its rounds."""
+
+    def __init__(
+        self,
+        api: Any,
+        options: OperatorOptions,
+        metrics: OperatorMetrics,
+        *,
+        planner_options: PlannerOptions | None = None,
+        leading: Callable[[], Awaitable[bool]] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.options = options
+        self._leading = leading
+        self.metrics = metrics
+        self.planner_options = planner_options or PlannerOptions()
+        self._mono = monotonic
+        self._wall = wall
+        self.pods = Pods(api)
+        self.layouts = ClusterObjects(api, MIGLAYOUT_PLURAL)
+        self.nodeconfigs = ClusterObjects(api, NODECONFIG_PLURAL)
+        self.nodes = Nodes(api)
+        self.configmaps = ConfigMaps(api, options.namespace)
+        self.events = EventRecorder(CoreObjects(api), COMPONENT)
+        self.window = BatchWindow(options.batch_idle, options.batch_max)
+        self.config = ConfigInForce()
+        self.ready = asyncio.Event()
+        """Set after the first complete round."""
+        self.rounds = 0
+        self._wake = asyncio.Event()
+        """A round is wanted now."""
+        self._reschedule = asyncio.Event()
+        """The batching window changed: recompute when the next round is due."""
+        self._said: dict[str, str] = {}
+        self._unplaced = False
+        self._config_lock = asyncio.Lock()
+
+    def request_defaults(self) -> RequestDefaults:
+        """Resource names and request defaults of the configuration in force."""
+        return self.config.config.request_defaults()
+
+    # ------------------------------------------------------------------ triggers
+
+    def pod_arrived(self) -> None:
+        """A gated pod without a reservation appeared or changed: it opens (or extends) a
+        batch. No round now: the loop only recomputes when the batch is due."""
+        self.window = self.window.arrive(self._mono())
+        self._reschedule.set()
+
+    def capacity_changed(self) -> None:
+        """Something that may free or create room changed (a pod ended, a layout's status,
+        a NodeConfig, a Node): a round now, and a plan if pods are waiting for room."""
+        if self._unplaced:
+            self.window = self.window.arrive(self._mono())
+        self._wake.set()
+
+    # ------------------------------------------------------------------ loop
+
+    async def leading(self) -> bool:
+        """Whether this replica may write (always, without peering)."""
+        if self._leading is None:
+            return True
+        try:
+            return await self._leading()
+        except ApiError as exc:
+            log.warning("cannot read the peering object: %s", exc)
+            return False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Rounds until `stop`: on triggers, when the batch is due, every `resync_s`.
+
+        A replica that is not the active peer makes no round; it looks again every few
+        seconds and starts with a full round (resync) when it becomes active.
+        """
+        last = -math.inf
+        while not stop.is_set():
+            if not await self.leading():
+                last = -math.inf
+                await _wait_any(stop, stop, self.options.standby_poll_s)
+                continue
+            now = self._mono()
+            until_resync = max(0.0, last + self.options.resync_s - now)
+            until_batch = self.window.wait(now)
+            timeout = until_resync if until_batch is None else min(until_resync, until_batch)
+            self._reschedule.clear()
+            if not self._wake.is_set() and timeout > 0:
+                await _wait_any(self._wake, stop, timeout, self._reschedule)
+            if stop.is_set():
+                return
+            now = self._mono()
+            resync = now >= last + self.options.resync_s
+            if not (self._wake.is_set() or resync or self.window.due(now)):
+                continue  # only the window moved: wait again until it is due
+            self._wake.clear()
+            if resync:
+                last = self._mono()
+            try:
+                await self.round(resync=resync)
+            except ApiError as exc:
+                log.warning("round failed, retrying: %s", exc)
+                await _wait_any(stop, stop, 1.0)
+            except Exception:
+                # A bug must not stop the operator for good: say so loudly, try again.
+                log.exception("round failed unexpectedly, retrying")
+                await _wait_any(stop, stop, 5.0)
+
+    async def read(self) -> ClusterState:
+        pods, layouts, configs, nodes = await asyncio.gather(
+            self.pods.list(), self.layouts.list(), self.nodeconfigs.list(), self.nodes.list()
+        )
+        return cluster_state(
+            pods=pods.items,
+            layouts=layouts.items,
+            nodeconfigs=configs.items,
+            nodes=nodes.items,
+            defaults=self.config.config.request_defaults(),
+        )
+
+    async def round(self, *, resync: bool = False) -> None:
+        """One round: NodeConfigs, releases, and a plan when the batch is due."""
+        if resync:
+            await self.reload_config(await self.configmaps.get(CONFIGMAP_NAME))
+        state = await self.read()
+        self.metrics.update_layouts(state.layout_bodies.values())
+        self.metrics.update_allocated(allocated_rows(state))
+        self.metrics.set_pending(len(state.waiting))
+        wrote = await self._nodeconfigs(state)
+        wrote = await self._releases(state) or wrote
+        # A resync plans whenever pods wait: starving pods' holds, and reservations that
+        # stopped serving their pod (a person edited the layout) are looked at again.
+        due = self.window.due(self._mono()) or resync
+        if due and state.waiting:
+            if wrote:
+                state = await self.read()
+            outcome = await self._plan(state)
+            if outcome.again:
+                self.window = self.window.arrive(self._mono() - self.options.batch_idle)
+                self._wake.set()
+            else:
+                self.window = self.window.close()
+        elif due:
+            self.window = self.window.close()
+            self._unplaced = False
+        self.rounds += 1
+        self.ready.set()
+
+    # ------------------------------------------------------------------ config
+
+    async def reload_config(self, configmap: Mapping[str, Any] | None) -> None:
+        """Take a new version of the geometry ConfigMap (or its absence) into account."""
+        async with self._config_lock:
+            self.config, outcome = reload(self.config, configmap)
+        if outcome.outcome == "unchanged":
+            return
+        if outcome.outcome == "invalid" and configmap is not None:
+            self.metrics.config_reload_failed()
+            message = "kept the last valid configuration: " + "; ".join(outcome.errors)
+            log.warning("invalid geometry configuration: %s", message)
+            await self.events.record(configmap, "ConfigInvalid", message, "Warning")
+            return
+        if configmap is not None:
+            warnings = f" ({len(outcome.warnings)} warning(s))" if outcome.warnings else ""
+            await self.events.record(configmap, "ConfigLoaded", f"configuration in force{warnings}")
+        log.info("geometry configuration %s", outcome.outcome)
+        self.capacity_changed()
+
+    # ------------------------------------------------------------------ NodeConfigs
+
+    async def _nodeconfigs(self, state: ClusterState) -> bool:
+        changes, waiting = mode_changes(state)
+        wrote = False
+        for change in changes:
+            try:
+                body = await self.layouts.patch(change.name, change.patch)
+            except (Conflict, NotFound):
+                self._wake.set()  # re-read and decide again
+                continue
+            wrote = True
+            mode = "on" if change.mig_enabled else "off (hami-core)"
+            await self.events.record(
+                body, "LayoutChanged", f"MIG mode {mode}, as the node's NodeConfig says"
+            )
+        for report in nodeconfig_reports(state, waiting):
+            config = state.config_bodies[report.name]
+            patch = status_patch(config, report, _rfc3339(self._wall()))
+            if patch is None:
+                continue
+            try:
+                await self.nodeconfigs.patch_status(report.name, patch)
+            except NotFound:
+                continue
+            kind: EventType = (
+                "Normal" if report.ready or report.reason == "Switching" else "Warning"
+            )
+            await self.events.record(config, report.reason, report.message, kind)
+        return wrote
+
+    # ------------------------------------------------------------------ releases
+
+    async def _releases(self, state: ClusterState) -> bool:
+        wrote = False
+        owners = instance_owners(state)
+        for waiting in state.waiting:
+            if waiting.reservation is None:
+                continue
+            allocation = ready_allocation(waiting.key, waiting.reservation, state, owners)
+            if isinstance(allocation, NotReady):
+                log.debug("pod %s waits: %s", waiting.key, allocation.reason)
+                continue
+            wrote = await self._release(waiting, allocation, state) or wrote
+        return wrote
+
+    async def _release(
+        self, waiting: WaitingPod, allocation: Allocation, state: ClusterState
+    ) -> bool:
+        now = self._wall()
+        patch = release_patch(waiting.body, allocation, state.hostname(allocation.node), int(now))
+        meta = metadata_of(waiting.body)
+        try:
+            await self.pods.patch(str(meta.get("namespace")), str(meta.get("name")), patch)
+        except (Conflict, NotFound):
+            self._wake.set()
+            return False
+        self.metrics.pods_placed()
+        created = parse_timestamp(meta.get("creationTimestamp"))
+        if math.isfinite(created):
+            self.metrics.observe_pod_wait(max(0.0, now - created))
+        shown = "; ".join(
+            f"{c.name}: {', '.join(d.describe() for d in c.devices)}" for c in allocation.containers
+        )
+        await self.events.record(
+            waiting.body, "MigReady", f"released to {allocation.node}: {shown}"
+        )
+        log.info("released pod %s to %s", waiting.key, allocation.node)
+        return True
+
+    # ------------------------------------------------------------------ planning
+
+    async def _plan(self, state: ClusterState) -> _Outcome:
+        snapshot = build_snapshot(state, self._wall())
+        started = self._mono()
+        result = plan(snapshot, state.demands, self.config.config, self.planner_options)
+        self.metrics.observe_plan(self._mono() - started)
+        writes = plan_writes(result, state, snapshot)
+        for name in writes.skipped:
+            log.error("withheld a patch of MigLayout %s that would drop a busy instance", name)
+        outcome = _Outcome()
+        reserved = {inst: pod for per_gpu in result.reservations.values() for inst, pod in per_gpu}
+        for write in writes.layouts:
+            if not await self._write_layout(write, reserved):
+                outcome.again = True
+                return outcome  # re-read and re-plan: never write pods against a stale layout
+            outcome.wrote = True
+        by_key = {w.key: w for w in state.waiting}
+        for pod_write in writes.pods:
+            try:
+                await self.pods.patch(pod_write.namespace, pod_write.name, pod_write.patch)
+            except (Conflict, NotFound):
+                outcome.again = True
+                continue
+            outcome.wrote = True
+            if pod_write.reservation is not None:
+                message = planned_message(pod_write.reservation)
+                await self.events.record(by_key[pod_write.key].body, "MigPlanned", message)
+        for key in writes.ungate:
+            body = by_key[key].body
+            meta = metadata_of(body)
+            try:
+                await self.pods.patch(str(meta["namespace"]), str(meta["name"]), ungate_patch(body))
+            except (Conflict, NotFound):
+                outcome.again = True
+        events, self._said = unschedulable_events(self._said, writes.unplaceable)
+        for key, reason in events.items():
+            await self.events.record(by_key[key].body, "MigUnschedulable", reason, "Warning")
+        self._unplaced = bool(writes.unplaceable)
+        return outcome
+
+    async def _write_layout(self, write: LayoutWrite, reserved: Mapping[Any, str]) -> bool:
+        try:
+            body = await self.layouts.patch(write.name, write.patch)
+        except Conflict:
+            self.metrics.reconfiguration("conflict")
+            log.info("MigLayout %s changed meanwhile: re-planning", write.name)
+            return False
+        except ApiError as exc:
+            self.metrics.reconfiguration("failed")
+            log.warning("could not write MigLayout %s: %s", write.name, exc)
+            return False
+        self.metrics.reconfiguration("applied")
+        await self.events.record(body, "LayoutChanged", layout_change_message(write, reserved))
+        return True
+
+
+def _rfc3339(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+async def _wait_any(
+    first: asyncio.Event, second: asyncio.Event, seconds: float, *more: asyncio.Event
+) -> None:
+    """Until any of the events is set or `seconds` passed."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in (first, second, *more)]
+    try:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)

@@ -1,0 +1,248 @@
+"""Builders of API objects (as the Kubernetes API returns them) for the operator's core."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from migweaver.core.allocation import (
+    ANNOTATION_ALLOCATION,
+    ANNOTATION_BIND_PHASE,
+    AllocatedDevice,
+    Allocation,
+    ContainerAllocation,
+)
+from migweaver.core.models import PlacementModel
+from migweaver.core.operator_state import PLACEMENT_GATE
+from migweaver.core.pod_reservation import (
+    ANNOTATION_RESERVATION,
+    ContainerReservation,
+    PodReservation,
+    ReservedDevice,
+)
+
+JsonDict = dict[str, Any]
+A100 = "NVIDIA A100-SXM4-80GB"
+Inst = tuple[str, int, int]  # (profile, start, size)
+
+
+def gpu_uuid(node: str, index: int = 0) -> str:
+    return f"GPU-{node}-{index}"
+
+
+def mig_uuid(node: str, index: int, start: int) -> str:
+    return f"MIG-{node}-{index}-{start}"
+
+
+def layout(
+    node: str,
+    index: int = 0,
+    *,
+    spec: list[Inst] | None = None,
+    status: list[Inst] | None = None,
+    in_use: dict[int, str | None] | None = None,
+    mig: bool = True,
+    generation: int = 1,
+    observed: int | None = 1,
+    policy: str = "dynamic",
+    rv: str = "10",
+    model: str = A100,
+) -> JsonDict:
+    """A MigLayout; `status` defaults to `spec` (applied), `in_use` maps a placement start
+    to the pod holding it (None: a process)."""
+    spec = spec or []
+    existing = spec if status is None else status
+    used = in_use or {}
+    instances = []
+    for profile, start, size in existing:
+        item: JsonDict = {
+            "profile": profile,
+            "placement": {"start": start, "size": size},
+            "uuid": mig_uuid(node, index, start),
+        }
+        if start in used:
+            item["inUse"] = True
+            if used[start] is not None:
+                item["pod"] = used[start]
+        instances.append(item)
+    body: JsonDict = {
+        "apiVersion": "migweaver.io/v1alpha1",
+        "kind": "MigLayout",
+        "metadata": {
+            "name": f"{node}-gpu{index}",
+            "generation": generation,
+            "resourceVersion": rv,
+            "uid": f"uid-{node}-{index}",
+        },
+        "spec": {
+            "nodeName": node,
+            "gpuIndex": index,
+            "gpuUUID": gpu_uuid(node, index),
+            "policy": policy,
+            "migEnabled": mig,
+            "instances": [{"profile": p, "placement": {"start": s, "size": z}} for p, s, z in spec],
+        },
+    }
+    if observed is not None:
+        body["status"] = {
+            "observedGeneration": observed,
+            "phase": "Ready",
+            "gpu": {"model": model, "memoryMiB": 81920, "migCapable": True},
+            "migMode": {"current": "Enabled" if mig else "Disabled"},
+            "instances": instances,
+        }
+    return body
+
+
+def node(name: str, **labels: str) -> JsonDict:
+    return {
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, **labels}},
+    }
+
+
+def nodeconfig(
+    name: str,
+    *,
+    node_name: str | None = None,
+    selector: dict[str, str] | None = None,
+    mode: str = "mig",
+    created: str = "2024-01-01T00:00:00Z",
+    status: JsonDict | None = None,
+    generation: int = 1,
+) -> JsonDict:
+    spec: JsonDict = {"operatingMode": mode}
+    if node_name is not None:
+        spec["nodeName"] = node_name
+    if selector is not None:
+        spec["nodeSelector"] = {"matchLabels": selector}
+    body: JsonDict = {
+        "apiVersion": "migweaver.io/v1alpha1",
+        "kind": "NodeConfig",
+        "metadata": {"name": name, "creationTimestamp": created, "generation": generation},
+        "spec": spec,
+    }
+    if status is not None:
+        body["status"] = status
+    return body
+
+
+def reservation(
+    node_name: str, *devices: tuple[int, str, int, int], container: str = "main"
+) -> PodReservation:
+    """MIG devices as (gpu index, profile, start, size)."""
+    return PodReservation(
+        node=node_name,
+        containers=[
+            ContainerReservation(
+                name=container,
+                devices=[
+                    ReservedDevice(
+                        gpu_uuid=gpu_uuid(node_name, i),
+                        gpu_index=i,
+                        mode="mig",
+                        profile=p,
+                        placement=PlacementModel(start=s, size=z),
+                        memory_mib=9728,
+                        cores=14,
+                    )
+                    for i, p, s, z in devices
+                ],
+            )
+        ],
+    )
+
+
+def hami_reservation(node_name: str, index: int, memory: int, cores: int = 0) -> PodReservation:
+    return PodReservation(
+        node=node_name,
+        containers=[
+            ContainerReservation(
+                name="main",
+                devices=[
+                    ReservedDevice(
+                        gpu_uuid=gpu_uuid(node_name, index),
+                        gpu_index=index,
+                        mode="hami-core",
+                        memory_mib=memory,
+                        cores=cores,
+                    )
+                ],
+            )
+        ],
+    )
+
+
+def allocation(node_name: str, *devices: tuple[int, str, int, int]) -> Allocation:
+    return Allocation(
+        node=node_name,
+        containers=[
+            ContainerAllocation(
+                name="main",
+                devices=[
+                    AllocatedDevice(
+                        gpu_uuid=gpu_uuid(node_name, i),
+                        gpu_index=i,
+                        mode="mig",
+                        profile=p,
+                        placement=PlacementModel(start=s, size=z),
+                        mig_uuid=mig_uuid(node_name, i, s),
+                        memory_mib=9728,
+                        cores=14,
+                    )
+                    for i, p, s, z in devices
+                ],
+            )
+        ],
+    )
+
+
+def pod(
+    name: str,
+    *,
+    gpu: int = 1,
+    mem: int | None = 8000,
+    mode: str | None = "mig",
+    gated: bool = True,
+    extra_gates: tuple[str, ...] = (),
+    reserved: PodReservation | None = None,
+    allocated: Allocation | None = None,
+    bind_phase: str | None = None,
+    phase: str = "Pending",
+    deleting: bool = False,
+    rv: str = "5",
+    namespace: str = "default",
+    created: str = "2024-01-01T00:00:00Z",
+) -> JsonDict:
+    limits: JsonDict = {"nvidia.com/gpu": gpu}
+    if mem is not None:
+        limits["nvidia.com/gpumem"] = mem
+    annotations: JsonDict = {}
+    if mode is not None:
+        annotations["nvidia.com/vgpu-mode"] = mode
+    if reserved is not None:
+        annotations[ANNOTATION_RESERVATION] = reserved.to_annotation()
+    if allocated is not None:
+        annotations[ANNOTATION_ALLOCATION] = allocated.to_annotation()
+        annotations[ANNOTATION_BIND_PHASE] = bind_phase or "success"
+    metadata: JsonDict = {
+        "name": name,
+        "namespace": namespace,
+        "uid": f"uid-{name}",
+        "resourceVersion": rv,
+        "creationTimestamp": created,
+        "annotations": annotations,
+    }
+    if deleting:
+        metadata["deletionTimestamp"] = "2024-01-01T01:00:00Z"
+    spec: JsonDict = {
+        "containers": [{"name": "main", "image": "pause", "resources": {"limits": limits}}]
+    }
+    gates = [*([PLACEMENT_GATE] if gated else []), *extra_gates]
+    if gates:
+        spec["schedulingGates"] = [{"name": g} for g in gates]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata,
+        "spec": spec,
+        "status": {"phase": phase},
+    }
