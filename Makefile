@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 help:
 	@echo "make demo   - show migweaver on a simulated fleet (the README's first command)"
 	@echo "make test   - lint, type-check, import layering and the whole test suite"
-	@echo "make crds   - regenerate crds/ from the models in migweaver/core"
+	@echo "make crds   - regenerate crds/ and manifests/crds/ from the models in migweaver/core"
 	@echo "make proto  - regenerate the kubelet device plugin API code from its .proto"
 	@echo "make bench  - run the benchmarks and write docs/benchmarks.md"
 
@@ -19,10 +19,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# A day of a 32-GPU fleet under the real planner and agent on fake GPUs (docs/simulator.md).
 demo: $(STAMP)
-	$(BIN)/migweaver catalog --model A100-SXM4-80GB
-	@echo
-	$(BIN)/migweaver check-config manifests/device-config.yaml
+	$(BIN)/migweaver simulate examples/scenarios/mixed-day.yaml
 
 # Only the source folders that exist: git does not keep an empty one in a fresh clone.
 LINT_DIRS := $(wildcard migweaver tests benchmarks)
@@ -47,8 +46,11 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks.write_report docs/benchmarks.md
 
+# Twice: kustomize reads no file outside manifests/, so manifests/crds/ holds a copy
+# (tests/unit/test_manifests.py checks that both are the same).
 crds: $(STAMP)
 	$(BIN)/migweaver crds --output-dir crds
+	$(BIN)/migweaver crds --output-dir manifests/crds
 
 # The kubelet device plugin API (v1beta1). Run from the repository root so the generated
 # modules import each other as migweaver.agent.deviceplugin.api_pb2; the exact command is
