@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -29,6 +29,8 @@ from migweaver.core.models import MIGLAYOUT_PLURAL, NODECONFIG_PLURAL
 from migweaver.core.node_resources import node_capacity
 from migweaver.k8s.client import ApiError, ClusterObjects, CoreObjects, NodePods, connect
 from migweaver.k8s.events import EventRecorder
+from migweaver.k8s.serving import probe_app as _probe_app
+from migweaver.k8s.serving import serving
 
 log = logging.getLogger("migweaver.agent")
 
@@ -70,34 +72,7 @@ def make_backend(options: AgentOptions) -> GpuBackend:
 
 def probe_app(agent: NodeAgent) -> web.Application:
     """`/healthz` answers while the process runs; `/readyz` once the first sync is done."""
-
-    async def healthz(_: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    async def readyz(_: web.Request) -> web.Response:
-        if agent.ready.is_set():
-            return web.Response(text="ready")
-        return web.Response(status=503, text="not synced yet")
-
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    return app
-
-
-@contextlib.asynccontextmanager
-async def serving(app: web.Application, address: str, port: int) -> AsyncIterator[int]:
-    """Serve `app` for the duration of the block; yields the bound port."""
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, address, port)
-    await site.start()
-    try:
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        yield int(sockets[0].getsockname()[1]) if sockets else port
-    finally:
-        await runner.cleanup()
+    return _probe_app(lambda: True, agent.ready.is_set, dead="", unready="not synced yet")
 
 
 async def _until(event: asyncio.Event, stop: asyncio.Event) -> bool:

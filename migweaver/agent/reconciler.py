@@ -64,7 +64,7 @@ from migweaver.core.models import (
     MigLayoutSpec,
     Phase,
 )
-from migweaver.core.profiles import Placement, ProfileTable, normalize_profile_name
+from migweaver.core.profiles import Placement, ProfileTable, with_catalog_aliases
 
 __all__ = [
     "REASON_APPLYING",
@@ -116,7 +116,7 @@ class GpuObservation:
         id, so a spec written as `3g.40gb` matches a driver that says `3g.39gb`.
         """
         if self.profiles:
-            return _with_catalog_names(profile_table(self.profiles), self.fallback_table)
+            return with_catalog_aliases(profile_table(self.profiles), self.fallback_table)
         if self.fallback_table is not None:
             return self.fallback_table
         return ProfileTable(memory_slots=0, profiles=())
@@ -492,27 +492,6 @@ def _actual_instance(
         pids=tuple(sorted(p.pid for p in processes if p.gi_id == gi.gi_id)),
         pod=pod,
     )
-
-
-def _with_catalog_names(nvml: ProfileTable, catalog: ProfileTable | None) -> ProfileTable:
-    if catalog is None:
-        return nvml
-    profiles = []
-    for profile in nvml.profiles:
-        known = catalog.by_id(profile.profile_id)
-        # Same id, slices and placements: the same profile under another driver's name.
-        if (
-            known is None
-            or known.compute_slices != profile.compute_slices
-            or known.placements != profile.placements
-        ):
-            profiles.append(profile)
-            continue
-        own = normalize_profile_name(profile.name)
-        names = (*profile.aliases, known.name, *known.aliases)
-        aliases = tuple(dict.fromkeys(n for n in names if normalize_profile_name(n) != own))
-        profiles.append(replace(profile, aliases=aliases))
-    return ProfileTable(memory_slots=nvml.memory_slots, profiles=tuple(profiles))
 
 
 def _refuse_busy(observation: GpuObservation, gi_id: int) -> None:

@@ -8,7 +8,7 @@ memory slots 0..6, so two instances that do not share a memory slot never share 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 _PROFILE_NAME = re.compile(r"^(?P<g>\d+)g\.(?P<gb>\d+)gb(?P<suffix>(\+[a-z.]+|-[a-z]+)*)$")
 
@@ -136,3 +136,26 @@ class ProfileTable:
     @property
     def full_mask(self) -> int:
         return (1 << self.memory_slots) - 1
+
+
+def with_catalog_aliases(reported: ProfileTable, catalog: ProfileTable | None) -> ProfileTable:
+    """NVML's profiles, also answering to the catalog's names and aliases of the same
+    profile (same id, slices and placements): a configured geometry or a spec that says
+    `7g.79gb` must still match a driver that reports `7g.80gb`. NVML's values stay."""
+    if catalog is None:
+        return reported
+    profiles = []
+    for profile in reported.profiles:
+        known = catalog.by_id(profile.profile_id)
+        if (
+            known is None
+            or known.compute_slices != profile.compute_slices
+            or known.placements != profile.placements
+        ):
+            profiles.append(profile)
+            continue
+        own = normalize_profile_name(profile.name)
+        names = (*profile.aliases, known.name, *known.aliases)
+        aliases = tuple(dict.fromkeys(n for n in names if normalize_profile_name(n) != own))
+        profiles.append(replace(profile, aliases=aliases))
+    return ProfileTable(reported.memory_slots, tuple(profiles))

@@ -13,14 +13,20 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
 from migweaver.core.catalog import match_model
 from migweaver.core.geometry import PlacedInstance
 from migweaver.core.models import MigLayout, OperatingMode, Policy, ProfileStatus
 from migweaver.core.node_fit import NodeFacts, Taint
-from migweaver.core.profiles import MigProfile, Placement, ProfileTable, normalize_profile_name
+from migweaver.core.profiles import (
+    MigProfile,
+    Placement,
+    ProfileTable,
+    normalize_profile_name,
+    with_catalog_aliases,
+)
 
 __all__ = [
     "GpuKey",
@@ -176,27 +182,6 @@ def table_from_status(profiles: Sequence[ProfileStatus]) -> ProfileTable | None:
     return ProfileTable(slots, tuple(built)) if built else None
 
 
-def _with_catalog_aliases(reported: ProfileTable, catalog: ProfileTable) -> ProfileTable:
-    """NVML's profiles, also answering to the catalog's names and aliases of the same
-    profile (same id, slices and placements), as the agent's reconciler does: a configured
-    geometry that says `7g.79gb` must still match a driver that reports `7g.80gb`."""
-    profiles = []
-    for profile in reported.profiles:
-        known = catalog.by_id(profile.profile_id)
-        if (
-            known is None
-            or known.compute_slices != profile.compute_slices
-            or known.placements != profile.placements
-        ):
-            profiles.append(profile)
-            continue
-        own = normalize_profile_name(profile.name)
-        names = (*profile.aliases, known.name, *known.aliases)
-        aliases = tuple(dict.fromkeys(n for n in names if normalize_profile_name(n) != own))
-        profiles.append(replace(profile, aliases=aliases))
-    return ProfileTable(reported.memory_slots, tuple(profiles))
-
-
 def _merge_instances(
     layout: MigLayout, reservations: Mapping[PlacedInstance, str]
 ) -> list[InstanceState]:
@@ -262,7 +247,7 @@ def snapshot_from_layouts(
         if table is None and model is not None:
             table = model.table
         elif table is not None and model is not None:
-            table = _with_catalog_aliases(table, model.table)
+            table = with_catalog_aliases(table, model.table)
         if table is None:
             continue
         memory = status.gpu.memory_mib if status and status.gpu else 0

@@ -63,6 +63,25 @@ def _translate(exc: BaseException, call: str) -> ApiError:
     return ApiError(status, reason, call)
 
 
+async def watch_events(
+    list_call: Any, *args: Any, call: str, **kwargs: Any
+) -> AsyncIterator[tuple[str, JsonDict]]:
+    """The (type, object) events of a watch over `list_call(*args, **kwargs)` until the
+    server ends it; an ERROR event (410 Gone, for one) or a failed call is an ApiError."""
+    stream = watch.Watch()
+    try:
+        async with stream.stream(list_call, *args, **kwargs) as events:
+            async for event in events:
+                kind = str(event.get("type", ""))
+                obj = event.get("raw_object") or {}
+                if kind == "ERROR":
+                    code = int(obj.get("code", 0) or 0)
+                    raise ApiError(code, str(obj.get("message", "")), call)
+                yield kind, cast(JsonDict, obj)
+    except _FAILURES as exc:
+        raise _translate(exc, call) from exc
+
+
 async def connect(kubeconfig: str | None = None) -> client.ApiClient:
     """An API client from `kubeconfig`, `$KUBECONFIG`, or the pod's service account."""
     path = kubeconfig or os.environ.get("KUBECONFIG")
@@ -148,20 +167,15 @@ class ClusterObjects:
         }
         if label_selector:
             kwargs["label_selector"] = label_selector
-        stream = watch.Watch()
-        try:
-            async with stream.stream(
-                self._api.list_cluster_custom_object, GROUP, VERSION, self.plural, **kwargs
-            ) as events:
-                async for event in events:
-                    kind = str(event.get("type", ""))
-                    obj = event.get("raw_object") or event.get("object") or {}
-                    if kind == "ERROR":
-                        code = int(obj.get("code", 0) or 0)
-                        raise ApiError(code, str(obj.get("message", "")), f"watch {self.plural}")
-                    yield kind, cast(JsonDict, obj)
-        except _FAILURES as exc:
-            raise _translate(exc, f"watch {self.plural}") from exc
+        async for item in watch_events(
+            self._api.list_cluster_custom_object,
+            GROUP,
+            VERSION,
+            self.plural,
+            call=f"watch {self.plural}",
+            **kwargs,
+        ):
+            yield item
 
 
 class CoreObjects:
@@ -244,21 +258,12 @@ class NodePods:
         self, resource_version: str, timeout_s: int = 300
     ) -> AsyncIterator[tuple[str, JsonDict]]:
         """Events of the node's pods after `resource_version` (see `ClusterObjects.watch`)."""
-        stream = watch.Watch()
-        try:
-            async with stream.stream(
-                self._core.list_pod_for_all_namespaces,
-                field_selector=self.field_selector,
-                resource_version=resource_version,
-                timeout_seconds=timeout_s,
-                allow_watch_bookmarks=True,
-            ) as events:
-                async for event in events:
-                    kind = str(event.get("type", ""))
-                    obj = event.get("raw_object") or {}
-                    if kind == "ERROR":
-                        code = int(obj.get("code", 0) or 0)
-                        raise ApiError(code, str(obj.get("message", "")), "watch pods")
-                    yield kind, cast(JsonDict, obj)
-        except _FAILURES as exc:
-            raise _translate(exc, "watch pods") from exc
+        async for item in watch_events(
+            self._core.list_pod_for_all_namespaces,
+            call="watch pods",
+            field_selector=self.field_selector,
+            resource_version=resource_version,
+            timeout_seconds=timeout_s,
+            allow_watch_bookmarks=True,
+        ):
+            yield item

@@ -14,15 +14,15 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from kubernetes_asyncio import client, watch
+from kubernetes_asyncio import client
 
 from migweaver.k8s.client import (
     _FAILURES,
     MERGE_PATCH,
-    ApiError,
     JsonDict,
     Listing,
     _translate,
+    watch_events,
 )
 
 
@@ -102,23 +102,14 @@ class ConfigMaps(_Core):
 
     async def watch(self, name: str, timeout_s: int = 300) -> AsyncIterator[tuple[str, JsonDict]]:
         """Events of the named ConfigMap from now on, until the server ends the watch."""
-        stream = watch.Watch()
-        try:
-            async with stream.stream(
-                self._core.list_namespaced_config_map,
-                self.namespace,
-                field_selector=f"metadata.name={name}",
-                timeout_seconds=timeout_s,
-            ) as events:
-                async for event in events:
-                    kind = str(event.get("type", ""))
-                    obj = event.get("raw_object") or {}
-                    if kind == "ERROR":
-                        code = int(obj.get("code", 0) or 0)
-                        raise ApiError(code, str(obj.get("message", "")), "watch configmap")
-                    yield kind, cast(JsonDict, obj)
-        except _FAILURES as exc:
-            raise _translate(exc, "watch configmap") from exc
+        async for item in watch_events(
+            self._core.list_namespaced_config_map,
+            self.namespace,
+            call="watch configmap",
+            field_selector=f"metadata.name={name}",
+            timeout_seconds=timeout_s,
+        ):
+            yield item
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from migweaver.core.metric_rows import InstanceRow, InvalidLayout, MetricRows, metric_rows
+from migweaver.k8s.serving import serving
 
 __all__ = [
     "DEFAULT_PORT",
@@ -317,17 +318,9 @@ class OperatorMetrics:
     async def _serve(self, address: str, port: int) -> AsyncIterator[int]:
         app = web.Application()
         app.router.add_get("/metrics", self._handle)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, address, port)
-            await site.start()
-            bound = port
-            for sockname in runner.addresses:
-                bound = int(sockname[1])
-                break
+        async with serving(app, address, port) as bound:
             self._port = bound
-            yield bound
-        finally:
-            self._port = None
-            await runner.cleanup()
+            try:
+                yield bound
+            finally:
+                self._port = None

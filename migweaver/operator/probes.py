@@ -9,41 +9,20 @@ the active one goes away.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 from aiohttp import web
 
+from migweaver.k8s.serving import probe_app as _probe_app
+from migweaver.k8s.serving import serving
+
+__all__ = ["probe_app", "serving"]
+
 
 def probe_app(alive: Callable[[], bool], ready: asyncio.Event) -> web.Application:
-    async def healthz(_: web.Request) -> web.Response:
-        if alive():
-            return web.Response(text="ok")
-        return web.Response(status=503, text="the operator's work loop stopped")
-
-    async def readyz(_: web.Request) -> web.Response:
-        if ready.is_set():
-            return web.Response(text="ready")
-        return web.Response(status=503, text="not started yet")
-
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    return app
-
-
-@contextlib.asynccontextmanager
-async def serving(app: web.Application, address: str, port: int) -> AsyncIterator[int]:
-    """Serve `app` while the block runs; yields the bound port (0 picks a free one)."""
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, address, port)
-        await site.start()
-        bound = port
-        for sockname in runner.addresses:
-            bound = int(sockname[1])
-            break
-        yield bound
-    finally:
-        await runner.cleanup()
+    return _probe_app(
+        alive,
+        ready.is_set,
+        dead="the operator's work loop stopped",
+        unready="not started yet",
+    )
