@@ -161,3 +161,12 @@ class AnyClusterObjects:
                 return None
             raise error from exc
         return cast(JsonDict, result)
+
+    async def create(self, body: Mapping[str, Any]) -> JsonDict:
+        try:
+            result = await self._api.create_cluster_custom_object(
+                self.group, self.version, self.plural, dict(body)
+            )
+        except _FAILURES as exc:
+            raise _translate(exc, f"create {self.plural}") from exc
+        return cast(JsonDict, result)

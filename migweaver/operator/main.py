@@ -27,7 +27,7 @@ import kopf
 
 from migweaver.core.leadership import is_active
 from migweaver.core.plan import PlannerOptions
-from migweaver.k8s.client import connect
+from migweaver.k8s.client import ApiError, Conflict, connect
 from migweaver.k8s.cluster import AnyClusterObjects, connection_settings
 from migweaver.operator import configmap, miglayouts, nodeconfigs, nodes, pods
 from migweaver.operator.metrics import OperatorMetrics
@@ -39,6 +39,36 @@ from migweaver.operator.triggers import Triggers
 log = logging.getLogger("migweaver.operator")
 
 PEERING = ("kopf.dev", "v1", "clusterkopfpeerings")
+
+
+def peering_body(name: str) -> dict[str, Any]:
+    """The ClusterKopfPeering object the replicas elect the active one in."""
+    return {
+        "apiVersion": "kopf.dev/v1",
+        "kind": "ClusterKopfPeering",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "migweaver"}},
+    }
+
+
+async def ensure_peering(peering: AnyClusterObjects, name: str) -> None:
+    """Create the peering object when it is missing.
+
+    The manifests do not ship it: `kubectl apply -k manifests/` would then have to wait for
+    the peering CRD it installs in the same apply, which kubectl refuses. Without the object
+    (and without the RBAC to create it) no replica is active: say so, loudly, and go on.
+    """
+    try:
+        if await peering.get(name) is None:
+            await peering.create(peering_body(name))
+            log.info("created ClusterKopfPeering %r", name)
+    except Conflict:
+        pass  # another replica created it first
+    except ApiError as exc:
+        log.error(
+            "cannot create ClusterKopfPeering %r (%s): no replica plans until it exists",
+            name,
+            exc,
+        )
 
 
 def own_identity() -> str:
@@ -210,6 +240,8 @@ async def _run(
     api = await connect(options.kubeconfig)
     async with api:
         peering = AnyClusterObjects(api, *PEERING)
+        if not options.standalone:
+            await ensure_peering(peering, options.peering)
 
         async def leading() -> bool:
             found = await peering.get(options.peering)
