@@ -426,7 +426,9 @@ async def test_metrics_show_the_seed_pods_instances_with_the_seeds_labels(
         assert waited.value >= 1
 
 
-async def test_pod_pinned_to_hami_core_lands_on_a_hami_core_node(kube: Kube, binder: None) -> None:
+async def test_pod_pinned_to_hami_core_lands_on_a_hami_core_node_and_an_unpinned_one_on_either(
+    kube: Kube, binder: None
+) -> None:
     mig, hami = kube.name("mig-b"), kube.name("hami-b")
     await add_node(kube, mig)
     await add_node(kube, hami)
@@ -450,6 +452,19 @@ async def test_pod_pinned_to_hami_core_lands_on_a_hami_core_node(kube: Kube, bin
         assert pod["spec"]["nodeSelector"] == {HOSTNAME: hami}
         mig_layout = await kube.get(MIGLAYOUTS, f"{mig}-gpu0")
         assert mig_layout["spec"]["instances"] == []  # the MIG GPU was left alone
+
+        # No annotation: either kind of node serves it, each in its own way.
+        await kube.create(PODS, gpu_pod("either", 1, 20000))
+        pod = await wait_pod(kube, "either", released)
+        (device,) = allocation_of(pod).devices
+        assert allocation_of(pod).node in {mig, hami}
+        if allocation_of(pod).node == hami:
+            assert (device.mode, device.mig_uuid, device.memory_mib) == ("hami-core", None, 20000)
+        else:
+            assert device.mode == "mig"
+            assert device.mig_uuid is not None
+            assert device.memory_mib >= 20000
+        assert pod["spec"]["nodeSelector"] == {HOSTNAME: allocation_of(pod).node}
 
 
 async def test_free_half_is_repartitioned_around_an_instance_in_use(
