@@ -23,7 +23,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ from migweaver.core.allocation import Allocation
 from migweaver.core.batching import BatchWindow
 from migweaver.core.config import CONFIGMAP_NAME
 from migweaver.core.config_reload import ConfigInForce, reload
+from migweaver.core.metric_rows import InvalidLayout
 from migweaver.core.models import MIGLAYOUT_PLURAL, NODECONFIG_PLURAL
 from migweaver.core.nodeconfig_actions import mode_changes, nodeconfig_reports, status_patch
 from migweaver.core.operator_state import (
@@ -109,6 +110,7 @@ class Operator:
         self._said: dict[str, str] = {}
         self._unplaced = False
         self._config_lock = asyncio.Lock()
+        self._left_out: dict[str, str] = {}
 
     def request_defaults(self) -> RequestDefaults:
         """Resource names and request defaults of the configuration in force."""
@@ -191,12 +193,20 @@ class Operator:
             defaults=self.config.config.request_defaults(),
         )
 
+    def _log_left_out(self, invalid: Sequence[InvalidLayout]) -> None:
+        """Log each MigLayout the metrics leave out, once per reason (not every round)."""
+        now = {item.name: item.reason for item in invalid}
+        for name, reason in now.items():
+            if self._left_out.get(name) != reason:
+                log.warning("MigLayout %s left out of the metrics: %s", name, reason)
+        self._left_out = now
+
     async def round(self, *, resync: bool = False) -> None:
         """One round: NodeConfigs, releases, and a plan when the batch is due."""
         if resync:
             await self.reload_config(await self.configmaps.get(CONFIGMAP_NAME))
         state = await self.read()
-        self.metrics.update_layouts(state.layout_bodies.values())
+        self._log_left_out(self.metrics.update_layouts(state.layout_bodies.values()))
         self.metrics.update_allocated(allocated_rows(state))
         self.metrics.set_pending(len(state.waiting))
         wrote = await self._nodeconfigs(state)
