@@ -19,9 +19,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# A day of a 32-GPU fleet under the real planner and agent on fake GPUs (docs/simulator.md).
+# A day of a 32-GPU fleet under the real planner and agent on fake GPUs, then the same day
+# under HAMi's legacy dynamic-MIG rules for comparison (docs/simulator.md).
 demo: $(STAMP)
-	$(BIN)/migweaver simulate examples/scenarios/mixed-day.yaml
+	$(BIN)/migweaver simulate examples/scenarios/mixed-day.yaml --compare hami-legacy
 
 # Only the source folders that exist: git does not keep an empty one in a fresh clone.
 LINT_DIRS := $(wildcard migweaver tests benchmarks)

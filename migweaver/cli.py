@@ -346,6 +346,11 @@ def _add_simulate_parser(sub: Any) -> None:
         default="migweaver",
         help="who places pods: migweaver's planner (default) or HAMi's legacy rules",
     )
+    p.add_argument(
+        "--compare",
+        choices=["migweaver", "hami-legacy"],
+        help="run the scenario again under this policy and print both side by side",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--chart", metavar="FILE.png", help="draw slice occupancy per GPU over time")
     p.set_defaults(func=cmd_simulate)
@@ -355,7 +360,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     """Run a scenario through the planner (or HAMi's legacy rules) and fake GPUs."""
     from migweaver.sim.engine import run_simulation
     from migweaver.sim.policies import policy_named
-    from migweaver.sim.report import render_text, report_json
+    from migweaver.sim.report import render_comparison, render_text, report_json
     from migweaver.sim.scenario import ScenarioError, load_scenario
 
     try:
@@ -373,10 +378,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
     result = run_simulation(loaded, policy_named(args.policy))
+    other = run_simulation(loaded, policy_named(args.compare)) if args.compare else None
     if args.json:
-        print(json.dumps(report_json(result), indent=2))
+        data = report_json(result)
+        if other is not None:
+            data["compared"] = report_json(other)
+        print(json.dumps(data, indent=2))
     else:
         print(render_text(result))
+        if other is not None:
+            print()
+            print(render_comparison(result, other))
     if args.chart:
         try:
             write_chart(result, args.chart)

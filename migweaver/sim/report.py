@@ -161,6 +161,28 @@ def render_text(result: SimResult) -> str:
     return "\n".join(lines)
 
 
+def render_comparison(first: SimResult, second: SimResult) -> str:
+    """Two runs of one scenario side by side (`migweaver simulate --compare`)."""
+    a, b = summarize(first), summarize(second)
+    rows = [
+        ("pods placed", f"{a.placed} of {a.pods}", f"{b.placed} of {b.pods}"),
+        ("pending p50", format_duration(a.wait_p50), format_duration(b.wait_p50)),
+        ("pending p95", format_duration(a.wait_p95), format_duration(b.wait_p95)),
+        ("pending max", format_duration(a.wait_max), format_duration(b.wait_max)),
+        ("memory held, mean", _pct(a.memory_allocated[0]), _pct(b.memory_allocated[0])),
+        ("memory asked for, mean", _pct(a.memory_requested[0]), _pct(b.memory_requested[0])),
+        ("compute held, mean", _pct(a.compute[0]), _pct(b.compute[0])),
+        ("GPU reconfigurations", str(first.reconfigurations), str(second.reconfigurations)),
+    ]
+    width = max(len(first.policy), len(second.policy), 12)
+    lines = [
+        f"COMPARED WITH {second.policy} (same scenario, same fake GPUs)",
+        f"{'':<24} {first.policy:>{width}} {second.policy:>{width}}",
+    ]
+    lines += [f"{name:<24} {x:>{width}} {y:>{width}}" for name, x, y in rows]
+    return "\n".join(lines)
+
+
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 

@@ -58,6 +58,25 @@ def test_json_report_shape(capsys: pytest.CaptureFixture[str], difference: Path)
     assert set(device) == {"gpu", "mode", "profile", "placement", "memoryMiB", "requestedMiB"}
 
 
+def test_compare_prints_both_policies_side_by_side(
+    capsys: pytest.CaptureFixture[str], difference: Path
+) -> None:
+    code, out, _ = run(capsys, str(difference), "--compare", "hami-legacy")
+    assert code == 0
+    comparison = out[out.index("COMPARED WITH hami-legacy") :].splitlines()
+    assert comparison[1].split() == ["migweaver", "hami-legacy"]
+    placed = next(line for line in comparison if line.startswith("pods placed"))
+    assert placed.split()[2:] == ["6", "of", "7", "4", "of", "7"]
+
+
+def test_compare_in_json(capsys: pytest.CaptureFixture[str], difference: Path) -> None:
+    code, out, _ = run(capsys, str(difference), "--json", "--compare", "hami-legacy")
+    assert code == 0
+    data = json.loads(out)
+    assert (data["policy"], data["compared"]["policy"]) == ("migweaver", "hami-legacy")
+    assert (data["pods"]["placed"], data["compared"]["pods"]["placed"]) == (6, 4)
+
+
 def test_bad_scenario_exits_1_naming_file_and_field(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
