@@ -1,7 +1,7 @@
 """Cluster-wide reads and writes the operator makes itself (kopf only watches for it).
 
 - `Pods`: every pod (list), one pod (get), a merge patch (optionally conditional on the
-  pod's `resourceVersion`);
+  pod's `resourceVersion`), a strategic merge patch of its status (`patch_status`);
 - `Nodes`: the node list (labels, for NodeConfig selectors and the hostname label);
 - `ConfigMaps`: one ConfigMap in one namespace, read and watched by name;
 - `connection_settings`: what kopf needs to log in, taken from the same kubeconfig (or
@@ -19,6 +19,7 @@ from kubernetes_asyncio import client
 from migweaver.k8s.client import (
     _FAILURES,
     MERGE_PATCH,
+    STRATEGIC_MERGE_PATCH,
     JsonDict,
     Listing,
     _translate,
@@ -72,6 +73,20 @@ class Pods(_Core):
             )
         except _FAILURES as exc:
             raise _translate(exc, f"patch pod {namespace}/{name}") from exc
+        return self._plain(result)
+
+    async def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> JsonDict:
+        """Strategic-merge-patch the `pods/status` subresource (`{"status": {...}}`).
+
+        Strategic, not JSON merge: pod conditions merge by `type`, so a patch naming one
+        condition leaves the scheduler's and the kubelet's in place.
+        """
+        try:
+            result = await self._core.patch_namespaced_pod_status(
+                name, namespace, dict(patch), _content_type=STRATEGIC_MERGE_PATCH
+            )
+        except _FAILURES as exc:
+            raise _translate(exc, f"patch status of pod {namespace}/{name}") from exc
         return self._plain(result)
 
 

@@ -8,7 +8,8 @@ write of the operator is serialised and made from a fresh read of the API:
 2. NodeConfigs: `spec.migEnabled` of their GPUs, their status and Events;
 3. releases: every reserved pod whose devices are Ready gets its one patch;
 4. when the batching window is due: plan, write the changed MigLayout specs (409 re-reads
-   and re-plans, never overwrites), then the pods' reservation annotations, then Events.
+   and re-plans, never overwrites), then the pods' reservation annotations, then Events
+   and the pods' `migweaver.io/Placement` condition (`core.pod_condition`).
 
 Everything it knows comes from the API in step 1, so a restarted operator continues
 where the last one stopped (DESIGN.md section 7). The only memory kept between rounds is
@@ -53,6 +54,13 @@ from migweaver.core.plan_writes import (
     unschedulable_events,
 )
 from migweaver.core.planner import plan
+from migweaver.core.pod_condition import (
+    PlacementCondition,
+    condition_patch,
+    planned_condition,
+    ready_condition,
+    unplaceable_condition,
+)
 from migweaver.core.release import NotReady, ready_allocation, release_patch, ungate_patch
 from migweaver.core.requests import RequestDefaults
 from migweaver.k8s.client import ApiError, ClusterObjects, Conflict, CoreObjects, NotFound
@@ -316,8 +324,34 @@ class Operator:
         await self.events.record(
             waiting.body, "MigReady", f"released to {allocation.node}: {shown}"
         )
+        await self._condition(waiting.body, ready_condition(allocation), only_if_present=True)
         log.info("released pod %s to %s", waiting.key, allocation.node)
         return True
+
+    async def _condition(
+        self,
+        pod: Mapping[str, Any],
+        wanted: PlacementCondition,
+        *,
+        only_if_present: bool = False,
+    ) -> None:
+        """Make the pod's `migweaver.io/Placement` condition say `wanted` (nothing when it
+        already does). Best effort, like an Event: a failure is logged, the round goes on."""
+        patch = condition_patch(
+            pod, wanted, _rfc3339(self._wall()), only_if_present=only_if_present
+        )
+        if patch is None:
+            return
+        meta = metadata_of(pod)
+        namespace, name = str(meta.get("namespace")), str(meta.get("name"))
+        try:
+            await self.pods.patch_status(namespace, name, patch)
+        except NotFound:
+            log.debug("pod %s/%s is gone: no condition", namespace, name)
+        except ApiError as exc:
+            log.warning(
+                "could not set condition %s on pod %s/%s: %s", wanted.reason, namespace, name, exc
+            )
 
     # ------------------------------------------------------------------ planning
 
@@ -345,8 +379,10 @@ class Operator:
                 continue
             outcome.wrote = True
             if pod_write.reservation is not None:
+                body = by_key[pod_write.key].body
                 message = planned_message(pod_write.reservation)
-                await self.events.record(by_key[pod_write.key].body, "MigPlanned", message)
+                await self.events.record(body, "MigPlanned", message)
+                await self._condition(body, planned_condition(message), only_if_present=True)
         for key in writes.ungate:
             body = by_key[key].body
             meta = metadata_of(body)
@@ -357,6 +393,9 @@ class Operator:
         events, self._said = unschedulable_events(self._said, writes.unplaceable)
         for key, reason in events.items():
             await self.events.record(by_key[key].body, "MigUnschedulable", reason, "Warning")
+        for key, reason in writes.unplaceable.items():
+            waiting = by_key[key]
+            await self._condition(waiting.body, unplaceable_condition(waiting.demand, reason))
         self._unplaced = bool(writes.unplaceable)
         return outcome
 

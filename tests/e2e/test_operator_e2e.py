@@ -34,8 +34,10 @@ from kube_api import (
     NODECONFIGS,
     NODES,
     PODS,
+    STRATEGIC_PATCH,
     Kube,
     Ref,
+    condition,
     meta,
 )
 from prometheus_client.parser import text_string_to_metric_families
@@ -53,6 +55,7 @@ from migweaver.core.config import CONFIGMAP_NAME
 from migweaver.core.metric_rows import InvalidLayout
 from migweaver.core.models import LABEL_NODE, node_label_value
 from migweaver.core.operator_state import PLACEMENT_GATE
+from migweaver.core.pod_condition import CONDITION_TYPE
 from migweaver.core.pod_reservation import ANNOTATION_RESERVATION, parse_reservation
 from migweaver.operator.main import run_operator
 from migweaver.operator.metrics import OperatorMetrics
@@ -66,6 +69,13 @@ WEBHOOK_MANIFEST = Path(__file__).resolve().parents[2] / "manifests" / "webhook.
 PEERINGS = Ref("kopf.dev/v1", "clusterkopfpeerings", False, "ClusterKopfPeering")
 HOSTNAME = "kubernetes.io/hostname"
 TIMEOUT = 30.0
+# What kube-scheduler writes on a gated pod; the operator's condition must leave it alone.
+SCHEDULING_GATED = {
+    "type": "PodScheduled",
+    "status": "False",
+    "reason": "SchedulingGated",
+    "message": "Scheduling is blocked due to non-empty scheduling gates",
+}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -140,6 +150,23 @@ def released(pod: JsonDict | None) -> bool:
     annotations = meta(pod).get("annotations") or {}
     gates = (pod.get("spec") or {}).get("schedulingGates") or []
     return ANNOTATION_ALLOCATION in annotations and not gates
+
+
+def placement_is(status: str, reason: str) -> Callable[[JsonDict | None], bool]:
+    """The pod's `migweaver.io/Placement` condition has this status and reason."""
+
+    def check(pod: JsonDict | None) -> bool:
+        found = condition(pod, CONDITION_TYPE) or {}
+        return (found.get("status"), found.get("reason")) == (status, reason)
+
+    return check
+
+
+async def mark_scheduling_gated(kube: Kube, name: str) -> None:
+    """Write the scheduler's `PodScheduled` condition (as on a real cluster) through the
+    status subresource, so a test can check that the operator's condition kept it."""
+    patch = {"status": {"conditions": [SCHEDULING_GATED]}}
+    await kube.patch(PODS, name, patch, content_type=STRATEGIC_PATCH, subresource="status")
 
 
 def reserved(pod: JsonDict | None) -> bool:
@@ -314,6 +341,8 @@ async def test_seed_pod_gets_two_mig_instances_on_one_node(kube: Kube, binder: N
         events = await wait_events(kube, created, {"MigPlanned", "MigReady"})
         ready = next(e for e in events if e["reason"] == "MigReady")
         assert node in ready["message"]
+        # Placed at its first plan: no condition, no status write (docs/operator.md).
+        assert condition(pod, CONDITION_TYPE) is None
         await wait_events(kube, layout, {"LayoutChanged"}, "default")
         bound = await wait_pod(kube, "gpu-pod", lambda p: bool(p and p["spec"].get("nodeName")))
         assert bound["spec"]["nodeName"] == node
@@ -514,23 +543,95 @@ async def test_impossible_pod_gets_one_migunschedulable_event(kube: Kube, binder
     node = kube.name("mig-d")
     await add_node(kube, node)
     await add_nodeconfig(kube, node, "mig")
-    async with running_agents(kube, (node, f"{A100}:1")), running_operator(kube):
+    async with running_agents(kube, (node, f"{A100}:1")):
         huge = await kube.create(PODS, gpu_pod("huge", 1, 200000, "mig"))
-        events = await wait_events(kube, huge, {"MigUnschedulable"})
-        (event,) = [e for e in events if e["reason"] == "MigUnschedulable"]
-        assert event["type"] == "Warning"
-        assert "200000 MiB" in event["message"]
-        assert "7g.80gb" in event["message"]
-        # Later batches plan again; the reason is the same, so no second Event.
-        await kube.create(PODS, gpu_pod("fits", 1, 8000, "mig"))
-        await wait_pod(kube, "fits", released)
-        await kube.create(PODS, gpu_pod("fits-too", 1, 8000, "mig"))
-        await wait_pod(kube, "fits-too", released)
-        again = await wait_events(kube, huge, {"MigUnschedulable"})
-        assert [e["reason"] for e in again].count("MigUnschedulable") == 1
-        still = await kube.get(PODS, "huge")
-        assert still["spec"]["schedulingGates"] == [{"name": PLACEMENT_GATE}]
-        assert ANNOTATION_RESERVATION not in (meta(still).get("annotations") or {})
+        await mark_scheduling_gated(kube, "huge")  # before the operator writes anything
+        async with running_operator(kube):
+            events = await wait_events(kube, huge, {"MigUnschedulable"})
+            (event,) = [e for e in events if e["reason"] == "MigUnschedulable"]
+            assert event["type"] == "Warning"
+            assert "200000 MiB" in event["message"]
+            assert "7g.80gb" in event["message"]
+            # The pod condition says the same, beside the scheduler's condition.
+            waiting = await wait_pod(kube, "huge", placement_is("False", "MigUnschedulable"))
+            said = condition(waiting, CONDITION_TYPE)
+            assert said is not None
+            assert said["message"] == event["message"]
+            assert said["lastTransitionTime"]
+            scheduled = condition(waiting, "PodScheduled")
+            assert scheduled is not None
+            assert scheduled["reason"] == "SchedulingGated"
+            # Later batches plan again; the reason is the same, so no second Event, and
+            # the pod is not written again.
+            await kube.create(PODS, gpu_pod("fits", 1, 8000, "mig"))
+            await wait_pod(kube, "fits", released)
+            await kube.create(PODS, gpu_pod("fits-too", 1, 8000, "mig"))
+            await wait_pod(kube, "fits-too", released)
+            again = await wait_events(kube, huge, {"MigUnschedulable"})
+            assert [e["reason"] for e in again].count("MigUnschedulable") == 1
+            still = await kube.get(PODS, "huge")
+            assert still["spec"]["schedulingGates"] == [{"name": PLACEMENT_GATE}]
+            assert ANNOTATION_RESERVATION not in (meta(still).get("annotations") or {})
+            assert condition(still, CONDITION_TYPE) == said
+            assert condition(still, "PodScheduled") is not None
+            if kube.is_emulator:  # a real scheduler may still touch its own condition
+                assert meta(still)["resourceVersion"] == meta(waiting)["resourceVersion"]
+
+
+async def test_invalid_request_gets_an_invalidrequest_condition(kube: Kube, binder: None) -> None:
+    node = kube.name("mig-i")
+    await add_node(kube, node)
+    await add_nodeconfig(kube, node, "mig")
+    # A value the apiserver accepts (a non-negative whole number) that HAMi's API refuses;
+    # a negative one (`nvidia.com/gpumem: "-5"`) never gets past a real apiserver.
+    bad = gpu_pod("bad-request")
+    bad["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpumem-percentage"] = 150
+    async with running_agents(kube, (node, f"{A100}:1")):
+        created = await kube.create(PODS, bad)
+        await mark_scheduling_gated(kube, "bad-request")
+        async with running_operator(kube):
+            waiting = await wait_pod(kube, "bad-request", placement_is("False", "InvalidRequest"))
+            said = condition(waiting, CONDITION_TYPE)
+            assert said is not None
+            assert said["message"].startswith("invalid GPU request: ")
+            assert '["nvidia.com/gpumem-percentage"]' in said["message"]
+            assert "150" in said["message"]
+            assert condition(waiting, "PodScheduled") is not None
+            events = await wait_events(kube, created, {"MigUnschedulable"})
+            (event,) = [e for e in events if e["reason"] == "MigUnschedulable"]
+            assert event["message"] == said["message"]
+            assert waiting["spec"]["schedulingGates"] == [{"name": PLACEMENT_GATE}]
+
+
+async def test_waiting_pods_condition_turns_true_when_it_is_released(
+    kube: Kube, binder: None
+) -> None:
+    node = kube.name("mig-w")
+    await add_node(kube, node)
+    await add_nodeconfig(kube, node, "mig")
+    async with running_agents(kube, (node, f"{A100}:1")), running_operator(kube):
+        await kube.create(PODS, gpu_pod("whole", 1, 80000, "mig"))
+        await wait_pod(kube, "whole", released)
+        await kube.create(PODS, gpu_pod("next", 1, 40000, "mig"))
+        await mark_scheduling_gated(kube, "next")
+        waiting = await wait_pod(kube, "next", placement_is("False", "MigUnschedulable"))
+        before = condition(waiting, CONDITION_TYPE)
+        assert before is not None
+        assert "3g.40gb" in before["message"]
+
+        await kube.patch(PODS, "whole", {"status": {"phase": "Succeeded"}}, subresource="status")
+        pod = await wait_pod(kube, "next", placement_is("True", "MigReady"))
+        assert released(pod)
+        said = condition(pod, CONDITION_TYPE)
+        assert said is not None
+        # The free 7g.80gb is reused (an existing free instance comes first).
+        device = allocation_of(pod).devices[0]
+        assert device.placement is not None
+        where = f"{device.placement.start}:{device.placement.size}"
+        assert said["message"] == f"released to {node}: main gets {device.profile}@{where} on gpu0"
+        bound = await wait_pod(kube, "next", lambda p: bool(p and p["spec"].get("nodeName")))
+        assert condition(bound, CONDITION_TYPE) is not None
+        assert condition(bound, "PodScheduled") is not None
 
 
 def nodeconfig_ready(reason: str) -> Callable[[JsonDict | None], bool]:

@@ -525,6 +525,7 @@ OPERATOR_NEEDS = [
     ("", "pods", "list"),
     ("", "pods", "watch"),
     ("", "pods", "patch"),  # rounds: allocation annotations + nodeSelector + gate removal
+    ("", "pods/status", "patch"),  # rounds: the migweaver.io/Placement condition
     ("", "events", "create"),
     ("events.k8s.io", "events", "create"),
     ("migweaver.io", "miglayouts", "get"),
@@ -555,7 +556,9 @@ OPERATOR_NEEDS_IN_NAMESPACE = [
 ]
 OPERATOR_NEVER = [
     ("", "pods", "create"),
+    ("", "pods", "update"),
     ("", "pods", "delete"),
+    ("", "pods/status", "update"),  # only the strategic merge patch of its one condition
     ("", "pods/eviction", "create"),
     ("", "nodes", "patch"),
     ("", "nodes/status", "patch"),
