@@ -39,6 +39,7 @@ __all__ = [
     "PlacementCondition",
     "condition_patch",
     "current_condition",
+    "reasons_already_told",
     "planned_condition",
     "ready_condition",
     "unplaceable_condition",
@@ -141,3 +142,23 @@ def condition_patch(
         "lastTransitionTime": since,
     }
     return {"status": {"conditions": [condition]}}
+
+
+def reasons_already_told(pods: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """Pod key -> the reason its condition already says it cannot be placed.
+
+    The operator posts a `MigUnschedulable` Event only when a pod's reason changes; seeded
+    from the conditions, that memory survives a restart of the operator (it keeps no state
+    of its own), so a restart does not repeat every waiting pod's Event.
+    """
+    told = {}
+    for key, pod in pods.items():
+        current = current_condition(pod)
+        if (
+            current is not None
+            and current.get("status") == "False"
+            and current.get("reason") in {"MigUnschedulable", "InvalidRequest"}
+            and isinstance(current.get("message"), str)
+        ):
+            told[key] = current["message"]
+    return told

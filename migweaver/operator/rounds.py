@@ -59,6 +59,7 @@ from migweaver.core.pod_condition import (
     condition_patch,
     planned_condition,
     ready_condition,
+    reasons_already_told,
     unplaceable_condition,
 )
 from migweaver.core.release import NotReady, ready_allocation, release_patch, ungate_patch
@@ -390,7 +391,8 @@ class Operator:
                 await self.pods.patch(str(meta["namespace"]), str(meta["name"]), ungate_patch(body))
             except (Conflict, NotFound):
                 outcome.again = True
-        events, self._said = unschedulable_events(self._said, writes.unplaceable)
+        told = reasons_already_told({w.key: w.body for w in state.waiting})
+        events, self._said = unschedulable_events({**told, **self._said}, writes.unplaceable)
         for key, reason in events.items():
             await self.events.record(by_key[key].body, "MigUnschedulable", reason, "Warning")
         for key, reason in writes.unplaceable.items():

@@ -576,6 +576,13 @@ async def test_impossible_pod_gets_one_migunschedulable_event(kube: Kube, binder
             assert condition(still, "PodScheduled") is not None
             if kube.is_emulator:  # a real scheduler may still touch its own condition
                 assert meta(still)["resourceVersion"] == meta(waiting)["resourceVersion"]
+        # A restarted operator knows from the pod's condition what the pod was told: the
+        # reason is the same, so no second Event (the operator keeps no state of its own).
+        async with running_operator(kube):
+            await kube.create(PODS, gpu_pod("after-restart", 1, 8000, "mig"))
+            await wait_pod(kube, "after-restart", released)
+            again = await wait_events(kube, huge, {"MigUnschedulable"})
+            assert [e["reason"] for e in again].count("MigUnschedulable") == 1
 
 
 async def test_invalid_request_gets_an_invalidrequest_condition(kube: Kube, binder: None) -> None:

@@ -19,6 +19,7 @@ from migweaver.core.pod_condition import (
     current_condition,
     planned_condition,
     ready_condition,
+    reasons_already_told,
     unplaceable_condition,
 )
 from migweaver.core.requests import FieldError, InvalidRequest
@@ -255,3 +256,31 @@ def test_planned_condition_carries_the_planned_events_text() -> None:
     found = planned_condition(text)
     assert (found.status, found.reason) == ("False", "MigPlanned")
     assert found.message.endswith(text)
+
+
+@pytest.mark.parametrize(
+    ("body", "told"),
+    [
+        pytest.param(with_conditions(SCHEDULED), None, id="no-placement-condition"),
+        pytest.param(
+            with_conditions(placement("False", "MigUnschedulable", "no room")),
+            "no room",
+            id="unschedulable-is-remembered",
+        ),
+        pytest.param(
+            with_conditions(placement("False", "InvalidRequest", "gpumem: bad")),
+            "gpumem: bad",
+            id="invalid-request-is-remembered",
+        ),
+        pytest.param(
+            with_conditions(placement("False", "MigPlanned", "waiting for ...")),
+            None,
+            id="planned-is-no-reason",
+        ),
+        pytest.param(with_conditions(placement("True", "MigReady", "released")), None, id="ready"),
+    ],
+)
+def test_reasons_already_told_survive_a_restart(body: JsonDict, told: str | None) -> None:
+    # A restarted operator posts a MigUnschedulable Event only when the reason differs
+    # from what the pod's condition already says.
+    assert reasons_already_told({"ns/p": body}) == ({} if told is None else {"ns/p": told})
