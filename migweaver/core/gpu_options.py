@@ -28,6 +28,7 @@ __all__ = [
     "KIND_EXISTING",
     "KIND_NEW",
     "KIND_SHARE",
+    "RANK_LENGTH",
     "DeviceReq",
     "NewInstance",
     "GpuOptions",
@@ -96,7 +97,7 @@ class Option(NamedTuple):
 
     `rank` orders options across GPUs (smaller first): kind, idle instances destroyed,
     MIG switch needed, size (MiB, memory slices, compute slices), packing preference,
-    fragmentation loss.
+    fragmentation loss, reconfiguration work.
     """
 
     rank: tuple[float, ...]
@@ -175,22 +176,41 @@ class GpuType:
         return PlacedInstance(name, Placement(inst[0], inst[1]))
 
 
+RANK_LENGTH = 8
+"""Number of terms in an option's rank (`_rank`)."""
+
+
 def _rank(
-    kind: int, destroyed: int, switch: int, loss: int, fraction: float, mib: int, pack: float
+    kind: int,
+    destroyed: int,
+    switch: int,
+    loss: int,
+    fraction: float,
+    mib: int,
+    pack: float,
+    work: int = 0,
 ) -> tuple[float, ...]:
     """How good an option is, smaller first, comparable across GPUs and nodes.
 
     1. an existing free instance before anything that must be created or shared (it is
        ready now and would otherwise sit idle); a share and a new instance rank alike;
-    2. fewer idle instances destroyed; 3. no MIG mode switch;
+       but an idle instance larger than what its GPU could give the device is not
+       offered when nothing runs on that GPU (`GpuOptions._best`: the GPU is
+       re-partitioned like an empty one instead);
+    2. fewer idle instances destroyed (on a GPU where nothing runs, none count);
+    3. no MIG mode switch;
     4. the smaller share of a GPU (memory slices + compute slices, as fractions; a
        hami-core share: memory + cores): across models this is what "smallest profile"
        means, so a 40 GB pod takes 3 slices of an H100 rather than a whole A100-40GB;
     5. fewer MiB (the tighter fit among equal shares);
     6. the fuller GPU (binpack: empty GPUs stay whole; `spread` turns it around);
-    7. the least capacity lost to fragmentation.
+    7. the least capacity lost to fragmentation;
+    8. the least reconfiguration `work` (0 for an existing instance or a share, 1 plus the
+       idle instances destroyed for a new instance): between re-partitioning a GPU whose
+       idle instances nobody uses and an equal new instance on an empty GPU, the empty
+       GPU, so the idle instances stay for a pod that wants them.
     """
-    return (min(kind, KIND_SHARE), destroyed, switch, fraction, mib, pack, loss)
+    return (min(kind, KIND_SHARE), destroyed, switch, fraction, mib, pack, loss, work)
 
 
 def _mask(inst: Inst) -> int:
@@ -333,6 +353,9 @@ class GpuOptions:
         for inst in view.busy:
             used |= _mask(inst)
         best: Option | None = None
+        # Nothing runs on the GPU and its layout may change: its idle instances are worth
+        # keeping only at their size, never as an oversized device (below).
+        unused = view.mig_enabled and not view.busy and not t.static
         if view.mig_enabled:
             for inst in view.idle:
                 if inst[2] not in any_profiles:
@@ -342,16 +365,35 @@ class GpuOptions:
                 rank = _rank(KIND_EXISTING, 0, 0, loss, self._fraction(t, p), p.memory_mib, pack)
                 if best is None or (rank, inst) < (best.rank, best.inst):
                     best = Option(rank, KIND_EXISTING, inst, (), 0, 0)
-        if best is not None or not new_profiles:
+        if (best is not None and not unused) or not new_profiles:
             return best
         found = self.new_instance(vid, new_profiles)
         if found is None:
-            return None
+            return best
         p = t.table.profiles[found.inst[2]]
+        if best is not None:
+            assert best.inst is not None
+            have = t.table.profiles[best.inst[2]]
+            if profile_size_key(have) <= profile_size_key(p):
+                return best
+        # Either no idle instance serves, or the smallest that does is larger than the
+        # profile a new instance would have. On a GPU where nothing runs, reusing it would
+        # hand the pod more than it asked for (a 7g.80gb kept from a whole-GPU job for a
+        # half-GPU notebook) and keep the GPU in that shape for as long as such pods come:
+        # it is re-partitioned like an empty GPU instead, its idle instances counted as
+        # nothing lost (nothing uses them), so across GPUs it ranks as an empty GPU would.
         switch = 0 if view.mig_enabled else 1
         fraction = self._fraction(t, p)
+        destroyed = 0 if unused else found.destroyed_count
         rank = _rank(
-            KIND_NEW, found.destroyed_count, switch, found.loss, fraction, p.memory_mib, pack
+            KIND_NEW,
+            destroyed,
+            switch,
+            found.loss,
+            fraction,
+            p.memory_mib,
+            pack,
+            work=1 + found.destroyed_count,
         )
         return Option(rank, KIND_NEW, found.inst, found.destroyed, 0, 0)
 

@@ -8,11 +8,13 @@ there, and updates the GPUs' states before the next pod. The rules (docs/planner
   layouts never change; every new instance sits at one of NVML's placements;
 - a pod's devices are all on one node; on hami-core each container's devices are on
   distinct GPUs;
-- per device: an existing free instance first (the smallest that serves); otherwise a
-  hami-core share or a new instance, whichever takes the smaller share of a GPU (a new
-  instance: fewest idle instances destroyed, first configured geometry, smallest
-  profile, least fragmentation); GPUs already in MIG mode and already partly used first
-  (binpack; `spread` inverts it). The ranking is `gpu_options._rank`;
+- per device: an existing free instance first (the smallest that serves; on a GPU where
+  nothing runs, only one no larger than a new instance would be, else the GPU is
+  re-partitioned); otherwise a hami-core share or a new instance, whichever takes the
+  smaller share of a GPU (a new instance: fewest idle instances destroyed, first
+  configured geometry, smallest profile, least fragmentation); GPUs already in MIG mode
+  and already partly used first (binpack; `spread` inverts it). The ranking is
+  `gpu_options._rank`;
 - a pod that has waited `starvation_after` seconds and still does not fit holds the GPUs
   it would fit on soonest against later pods (`starvation.py`);
 - a pod goes only to a node kube-scheduler would accept for it (`node_fit.py`: its
@@ -43,6 +45,7 @@ from migweaver.core.gpu_options import (
     KIND_EXISTING,
     KIND_NEW,
     KIND_SHARE,
+    RANK_LENGTH,
     GpuOptions,
     GpuType,
     Inst,
@@ -438,7 +441,7 @@ class _Planner:
             if eligible[pos]:
                 where.setdefault(vid, []).append(pos)
         steps: list[tuple[int, int, Option]] = []
-        totals = [0.0] * 7
+        totals = [0.0] * RANK_LENGTH
         for ci, (_, count, req) in enumerate(pod.containers):
             shared: set[int] = set()
             for _ in range(count):

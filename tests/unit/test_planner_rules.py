@@ -189,6 +189,50 @@ nodes:
     assert ("node-a", 0) not in result.layouts
 
 
+IDLE_7G = "[{profile: 7g.80gb, placement: 0, uuid: MIG-whole}]"
+BUSY_3G_IDLE_3G = (
+    "[{profile: 3g.40gb, placement: 0, inUse: true},"
+    " {profile: 3g.40gb, placement: 4, uuid: MIG-half}]"
+)
+
+
+@pytest.mark.parametrize(
+    ("gpus", "geometries", "mem", "expected"),
+    [
+        ([IDLE_7G], SEED_CONFIG, 30000, (0, "3g.40gb", True)),
+        ([IDLE_7G], None, 18000, (0, "1g.20gb", True)),
+        ([IDLE_7G, "[]"], SEED_CONFIG, 30000, (1, "3g.40gb", True)),
+        (["[{profile: 1g.10gb, placement: 6, uuid: MIG-small}]"], SEED_CONFIG, 8000,
+         (0, "1g.10gb", False)),
+        ([IDLE_7G], SEED_CONFIG, 70000, (0, "7g.80gb", False)),
+        ([BUSY_3G_IDLE_3G], None, 8000, (0, "3g.40gb", False)),
+    ],
+    ids=[
+        "oversized-idle-7g-on-an-unused-gpu-is-repartitioned-for-a-3g",
+        "oversized-idle-7g-on-an-unused-gpu-is-repartitioned-without-geometries",
+        "an-empty-gpu-before-repartitioning-an-unused-one",
+        "a-right-sized-idle-instance-on-an-unused-gpu-is-still-reused",
+        "the-idle-7g-still-serves-a-whole-gpu-pod",
+        "on-a-gpu-where-something-runs-an-idle-instance-still-comes-first",
+    ],
+)  # fmt: skip
+def test_an_unused_gpu_keeps_its_idle_instances_only_at_their_size(
+    gpus: list[str], geometries: str | None, mem: int, expected: tuple[int, str, bool]
+) -> None:
+    # Nothing runs on the GPU with the idle 7g.80gb (a whole-GPU job just left). Reusing
+    # it for a smaller pod (the old ranking: an existing free instance before anything
+    # else) would give a half-GPU notebook the whole GPU and keep the GPU whole for every
+    # such pod after it; it is re-partitioned like an empty GPU instead, and an empty GPU
+    # comes first, which keeps the 7g for a whole-GPU pod.
+    entries = ", ".join(f"{{model: {A100}, instances: {i}}}" for i in gpus)
+    snapshot = cluster(f"nodes: [{{name: node-a, mode: mig, gpus: [{entries}]}}]")
+    result = run(snapshot, [pod("p", mem=mem, mode="mig")], geometries)
+    (device,) = placed(result.pods["default/p"]).devices
+    assert (device.gpu_index, device.profile, device.new_instance) == expected
+    if expected[0] == 1:
+        assert ("node-a", 0) not in result.layouts
+
+
 # --------------------------------------------------------------------------- placement
 
 
