@@ -28,9 +28,9 @@ naming the field, so the agent can fail that one pod with a message a person can
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final, Literal, Protocol, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -309,3 +309,39 @@ def bind_patch(phase: BindPhase, error: str | None = None) -> dict[str, Any]:
     return {
         "metadata": {"annotations": {ANNOTATION_BIND_PHASE: phase, ANNOTATION_BIND_ERROR: message}}
     }
+
+
+class _DescribedDevice(Protocol):
+    @property
+    def mode(self) -> str: ...
+    @property
+    def gpu_index(self) -> int: ...
+    @property
+    def memory_mib(self) -> int: ...
+    @property
+    def profile(self) -> str | None: ...
+    @property
+    def placement(self) -> PlacementModel | None: ...
+
+
+class _DescribedContainer(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def devices(self) -> Sequence[_DescribedDevice]: ...
+
+
+def describe_containers(containers: Iterable[_DescribedContainer]) -> str:
+    """`main gets 1g.10gb@6:1 on gpu0; side gets a hami-core share of gpu1 (8000 MiB)`:
+    the devices of an allocation or a reservation, for Events and the pod condition."""
+    parts = []
+    for container in containers:
+        devices = []
+        for d in container.devices:
+            if d.mode == "hami-core":
+                devices.append(f"a hami-core share of gpu{d.gpu_index} ({d.memory_mib} MiB)")
+            else:
+                where = f"@{d.placement.start}:{d.placement.size}" if d.placement else ""
+                devices.append(f"{d.profile or 'MIG'}{where} on gpu{d.gpu_index}")
+        parts.append(f"{container.name} gets {', '.join(devices)}")
+    return "; ".join(parts)

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from migweaver.core.allocation import annotations_of
+from migweaver.core.allocation import annotations_of, describe_containers
 from migweaver.core.geometry import PlacedInstance
 from migweaver.core.models import LayoutInstance, MigLayout, PlacementModel
 from migweaver.core.operator_state import ClusterState, WaitingPod, metadata_of
@@ -229,14 +229,4 @@ def unschedulable_events(
 
 def planned_message(reservation: PodReservation) -> str:
     """`node-a: main gets 1g.10gb@6:1 on gpu0; ...` for the `MigPlanned` Event."""
-    parts = []
-    for container in reservation.containers:
-        devices = []
-        for d in container.devices:
-            if d.mode == "hami-core":
-                devices.append(f"a hami-core share of gpu{d.gpu_index} ({d.memory_mib} MiB)")
-            else:
-                where = f"{d.placement.start}:{d.placement.size}" if d.placement else "?"
-                devices.append(f"{d.profile}@{where} on gpu{d.gpu_index}")
-        parts.append(f"{container.name} gets {', '.join(devices)}")
-    return f"{reservation.node}: {'; '.join(parts)}"
+    return f"{reservation.node}: {describe_containers(reservation.containers)}"

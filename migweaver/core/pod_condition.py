@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from migweaver.core.allocation import Allocation
+from migweaver.core.allocation import Allocation, describe_containers
 from migweaver.core.requests import InvalidRequest, PodDemand
 
 __all__ = [
@@ -75,25 +75,10 @@ def planned_condition(message: str) -> PlacementCondition:
     return PlacementCondition("False", "MigPlanned", f"waiting for the reserved devices: {message}")
 
 
-def _short(allocation: Allocation) -> str:
-    parts = []
-    for container in allocation.containers:
-        devices = []
-        for d in container.devices:
-            if d.mode == "hami-core":
-                devices.append(f"a hami-core share of gpu{d.gpu_index} ({d.memory_mib} MiB)")
-            else:
-                where = f"@{d.placement.start}:{d.placement.size}" if d.placement else ""
-                devices.append(f"{d.profile or 'MIG'}{where} on gpu{d.gpu_index}")
-        parts.append(f"{container.name} gets {', '.join(devices)}")
-    return "; ".join(parts)
-
-
 def ready_condition(allocation: Allocation) -> PlacementCondition:
     """True, `MigReady`: `released to node-a: main gets 1g.10gb@6:1 on gpu0`."""
-    return PlacementCondition(
-        "True", "MigReady", f"released to {allocation.node}: {_short(allocation)}"
-    )
+    devices = describe_containers(allocation.containers)
+    return PlacementCondition("True", "MigReady", f"released to {allocation.node}: {devices}")
 
 
 def current_condition(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:

@@ -631,8 +631,9 @@ async def test_waiting_pods_condition_turns_true_when_it_is_released(
         assert released(pod)
         said = condition(pod, CONDITION_TYPE)
         assert said is not None
-        # The free 7g.80gb is reused (an existing free instance comes first).
+        # The GPU is idle now: its 7g.80gb is repartitioned into the size the pod needs.
         device = allocation_of(pod).devices[0]
+        assert device.profile == "3g.40gb"
         assert device.placement is not None
         where = f"{device.placement.start}:{device.placement.size}"
         assert said["message"] == f"released to {node}: main gets {device.profile}@{where} on gpu0"
