@@ -102,17 +102,16 @@ How to read it:
 - migweaver creates instances when a pod needs them (20 s of `reconfigureSeconds` in
   these scenarios), while HAMi's whole templates leave idle instances ready for the next
   pods: in the burst, migweaver's median pending time is that delay.
-- Where migweaver falls short: when the fleet stays overloaded (mixed-day-heavy), it
-  leaves more large pods (half-GPU notebooks, whole-GPU fine-tuning) waiting at the end,
-  where HAMi-legacy leaves a few small ones, and places fewer pods in all. On the mixed
-  day it serves the small pods within seconds and places the two-GPU training jobs that
-  HAMi-legacy never fits, but its half-GPU notebooks wait longer (the p95 column). The
-  likely cause: migweaver serves a small pod from an existing idle instance first, even
-  one on a GPU whose other pods have just left, so such a GPU rarely drains completely
-  for a large pod, while HAMi's binpacking tries the fullest GPU first and leaves drained
-  GPUs to be reset for the next template. Preferring a new instance on a partly used GPU
-  to an idle instance on an otherwise empty one would be a change to the planner's
-  ranking (docs/planner.md); it is not made yet.
+- A GPU that drains: when a whole-GPU job ends it leaves an idle 7g. migweaver keeps an
+  idle instance on a GPU where nothing runs only when it is the size a new instance would
+  have there, and otherwise repartitions that GPU (docs/planner.md, "Choosing the option
+  on one GPU"), so a half-GPU notebook no longer takes a whole GPU while the next one
+  waits. It costs more reconfigurations (the `RECONFIG` counts of `migweaver simulate`),
+  each on an idle GPU. Before this rule migweaver placed 875 pods on mixed-day-heavy
+  (HAMi-legacy 884), and the p95 pending time on the mixed day was 1h24m.
+- What neither policy fixes: from mid-morning on the overloaded day about two thirds of
+  the GPUs run small pods without a break (they arrive faster than they leave), so the
+  large pods share the rest and wait, under either policy.
 
 {operator}
 """
