@@ -25,6 +25,7 @@ from migweaver.agent.deviceplugin.server import DEFAULT_PLUGIN_DIR, DevicePlugin
 from migweaver.agent.node_agent import NodeAgent
 from migweaver.agent.node_capacity import NodeCapacity
 from migweaver.agent.pods import PodWatcher
+from migweaver.agent.waiting import until_stopped
 from migweaver.core.models import MIGLAYOUT_PLURAL, NODECONFIG_PLURAL
 from migweaver.core.node_resources import node_capacity
 from migweaver.k8s.client import ApiError, ClusterObjects, CoreObjects, NodePods, connect
@@ -75,20 +76,6 @@ def probe_app(agent: NodeAgent) -> web.Application:
     return _probe_app(lambda: True, agent.ready.is_set, dead="", unready="not synced yet")
 
 
-async def _until(event: asyncio.Event, stop: asyncio.Event) -> bool:
-    """Wait for `event` or `stop`; True when `event` came first."""
-    waiters = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(stop.wait())]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        # Also when cancelled (the capacity loop's `wait_for` times out every resync):
-        # the waiters must not outlive the call.
-        for waiter in waiters:
-            waiter.cancel()
-        await asyncio.gather(*waiters, return_exceptions=True)
-    return event.is_set()
-
-
 async def run_node(
     agent: NodeAgent,
     watcher: PodWatcher,
@@ -124,8 +111,7 @@ async def run_node(
                 await capacity.ensure(d.memory_mib for d in agent.managed_devices())
             except ApiError as exc:
                 log.warning("cannot write the extended resources of node %s: %s", agent.node, exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(_until(capacity_changed, stop), resync_s)
+            await until_stopped(capacity_changed.wait(), stop, resync_s)
 
     async def registered() -> None:
         # A kubelet that restarted without its device checkpoint zeroed extended resources.
@@ -136,10 +122,10 @@ async def run_node(
         plugin.set_on_registered(registered)
     async with asyncio.TaskGroup() as group:
         group.create_task(watcher.run(stop))
-        if not await _until(watcher.ready, stop):
+        if not await until_stopped(watcher.ready.wait(), stop):
             return
         group.create_task(agent.run(stop))
-        if not await _until(agent.ready, stop):
+        if not await until_stopped(agent.ready.wait(), stop):
             return
         if plugin is not None:
             group.create_task(plugin.run(stop))

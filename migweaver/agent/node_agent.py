@@ -16,7 +16,6 @@ worker thread, one GPU at a time, through the `Reconciler`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +27,8 @@ from pydantic import ValidationError
 from migweaver.agent.backends.protocol import BackendError, GpuBackend, GpuDevice
 from migweaver.agent.reconciler import GpuObservation, Reconciler, ReconcileResult
 from migweaver.agent.status import layout_status, observed_status
+from migweaver.agent.waiting import pause, until_stopped
+from migweaver.core.allocation import field_path
 from migweaver.core.models import (
     API_VERSION,
     LABEL_NODE,
@@ -110,6 +111,8 @@ class AgentState:
     devices: dict[int, GpuDevice] = field(default_factory=dict)
     settings: NodeSettings | None = None
     phases: dict[str, str] = field(default_factory=dict)
+    """Per layout name: the phase of its last pass, or `Invalid` (the spec does not parse),
+    `GpuNotFound` / `GpuFiltered` (not applied). A turn is announced with an Event."""
     observations: dict[int, GpuObservation] = field(default_factory=dict)
     """The latest observation of each GPU (by index) that a reconcile could read."""
     synced: bool = False
@@ -153,6 +156,8 @@ class NodeAgent:
         self._pass = asyncio.Lock()
         self._own_writes: dict[str, str] = {}
         """The resourceVersion our latest status patch of each layout produced."""
+        self._stopped = False
+        """Set when `run` ends: no pass starts after it (the GPU thread is shut down)."""
 
     async def _on_gpu_thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._gpu_thread, fn, *args)
@@ -160,7 +165,7 @@ class NodeAgent:
     # ------------------------------------------------------------------ main loop
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Sync, then watch and resync until `stop` is set; API errors are retried."""
+        """Sync, then watch and resync until `stop` is set; API and NVML errors are retried."""
         try:
             while not stop.is_set():
                 try:
@@ -168,8 +173,14 @@ class NodeAgent:
                     await self._watch(listing.resource_version, stop)
                 except ApiError as exc:
                     log.warning("API unavailable, acting on nothing until it is back: %s", exc)
-                    await _wait(stop, min(self._resync_s, 5))
+                    await pause(stop, min(self._resync_s, 5))
+                except BackendError as exc:  # the GPUs could not be listed
+                    log.error("cannot list the GPUs, retrying: %s", exc)
+                    await pause(stop, min(self._resync_s, 5))
         finally:
+            # Let a pass in flight (a pod change's `refresh`) finish; none starts after.
+            async with self._pass:
+                self._stopped = True
             self._gpu_thread.shutdown(wait=True)
 
     async def _watch(self, resource_version: str, stop: asyncio.Event) -> None:
@@ -188,18 +199,7 @@ class NodeAgent:
                 if kind in {"ADDED", "MODIFIED"}:
                     await self.handle(obj)
 
-        consumer = asyncio.ensure_future(consume())
-        stopper = asyncio.ensure_future(stop.wait())
-        done, pending = await asyncio.wait(
-            {consumer, stopper},
-            timeout=self._resync_s + 5,
-            return_when=asyncio.FIRST_COMPLETED,
-        )
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        if consumer in done:
-            consumer.result()
+        await until_stopped(consume(), stop, self._resync_s + 5)
 
     # ------------------------------------------------------------------ passes
 
@@ -279,11 +279,14 @@ class NodeAgent:
         """Reconcile and report the layouts of these GPUs (all when None) now.
 
         Reads the layouts afresh inside the pass lock, so the status it writes starts from
-        the latest one. Does nothing before the first sync (nothing is known yet).
+        the latest one. Does nothing before the first sync (nothing is known yet) and after
+        `run` has ended.
         """
         if not self.state.synced:
             return
         async with self._pass:
+            if self._stopped:
+                return
             listing = await self._layouts.list(self.selector)
             for obj in listing.items:
                 uuid = (obj.get("spec") or {}).get("gpuUUID")
@@ -371,21 +374,9 @@ class NodeAgent:
         return version is not None and self._own_writes.get(_name(obj)) == str(version)
 
     async def _report_invalid(self, obj: Mapping[str, Any], exc: ValidationError) -> None:
-        fields = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
+        fields = "; ".join(f"{field_path(e['loc'])}: {e['msg']}" for e in exc.errors())
         message = f"spec is invalid, GPU left as it is: {fields}"
-        condition = {
-            "type": "Degraded",
-            "status": "True",
-            "reason": "InvalidSpec",
-            "message": message[:1024],
-            "lastTransitionTime": now_rfc3339(),
-        }
-        await self._patch_status(obj, {"status": {"phase": "Failed", "conditions": [condition]}})
-        if self.state.phases.get(_name(obj)) != "Invalid":
-            self.state.phases[_name(obj)] = "Invalid"
-            await self._events.record(obj, "InvalidSpec", message, "Warning")
+        await self._report_failed(obj, "Invalid", "Degraded", "True", "InvalidSpec", message)
 
     async def _report_unmanaged(
         self, obj: Mapping[str, Any], layout: MigLayout, device: GpuDevice | None
@@ -397,24 +388,45 @@ class NodeAgent:
             else f"GPU {device.index} is in filterDevices of NodeConfig "
             f"{self.state.settings.source if self.state.settings else '?'}; left alone"
         )
-        if self.state.phases.get(_name(obj)) == reason:
-            return
-        self.state.phases[_name(obj)] = reason
-        condition = {
-            "type": "Ready",
-            "status": "False",
-            "reason": reason,
-            "message": message,
-            "lastTransitionTime": now_rfc3339(),
-        }
-        await self._patch_status(obj, {"status": {"phase": "Failed", "conditions": [condition]}})
-        await self._events.record(obj, reason, message, "Warning")
+        await self._report_failed(obj, reason, "Ready", "False", reason, message)
+
+    async def _report_failed(
+        self,
+        obj: Mapping[str, Any],
+        mark: str,
+        condition_type: str,
+        condition_status: str,
+        reason: str,
+        message: str,
+    ) -> None:
+        """Phase `Failed` with this one condition, for a layout the agent does not apply.
+
+        The status is written only when it does not say so already (not at every resync,
+        and the condition keeps its transition time); the Warning Event is recorded when
+        the layout turns to `mark` (the agent's phase mark, see `AgentState.phases`).
+        """
+        message = message[:1024]
+        status = obj.get("status") or {}
+        said = status.get("phase") == "Failed" and any(
+            isinstance(c, Mapping)
+            and (c.get("type"), c.get("status"), c.get("reason"), c.get("message"))
+            == (condition_type, condition_status, reason, message)
+            for c in status.get("conditions") or []
+        )
+        if not said:
+            condition = {
+                "type": condition_type,
+                "status": condition_status,
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": now_rfc3339(),
+            }
+            patch = {"status": {"phase": "Failed", "conditions": [condition]}}
+            await self._patch_status(obj, patch)
+        if self.state.phases.get(_name(obj)) != mark:
+            self.state.phases[_name(obj)] = mark
+            await self._events.record(obj, reason, message, "Warning")
 
 
 def _name(obj: Mapping[str, Any]) -> str:
     return str((obj.get("metadata") or {}).get("name", ""))
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)

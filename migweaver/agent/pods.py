@@ -15,11 +15,11 @@ in the GPU thread and re-reads it at every observation; the watcher swaps in a n
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any, Protocol
 
+from migweaver.agent.waiting import pause, until_stopped
 from migweaver.core.allocation import HeldDevice, held_devices
 from migweaver.k8s.client import ApiError, JsonDict, Listing
 
@@ -89,8 +89,7 @@ class PodWatcher:
             except ApiError as exc:
                 # A 410 Gone (resourceVersion too old) lands here too: list again.
                 log.warning("cannot follow the pods of node %s: %s", self.node, exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self._retry_s)
+                await pause(stop, self._retry_s)
 
     async def sync(self) -> Listing:
         """Read every pod of the node afresh."""
@@ -115,16 +114,7 @@ class PodWatcher:
             async for kind, obj in self._pods.watch(resource_version, timeout_s=self._resync_s):
                 await self.apply(kind, obj)
 
-        consumer = asyncio.ensure_future(consume())
-        stopper = asyncio.ensure_future(stop.wait())
-        done, pending = await asyncio.wait(
-            {consumer, stopper}, timeout=self._resync_s + 5, return_when=asyncio.FIRST_COMPLETED
-        )
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        if consumer in done:
-            consumer.result()
+        await until_stopped(consume(), stop, self._resync_s + 5)
 
     async def _update(self) -> None:
         before = self.held_devices
@@ -148,6 +138,8 @@ class PodWatcher:
             except ApiError as exc:
                 # The next resync reports it; the holders are already in force.
                 log.warning("could not refresh layouts after a pod change: %s", exc)
+            except Exception:  # the agent's failure must not end the pod watch
+                log.exception("refreshing layouts after a pod change failed")
 
 
 def _uid(pod: Mapping[str, Any]) -> str:

@@ -243,6 +243,10 @@ class Reconciler:
         # NVML's profile list of a GPU does not change while the driver runs; reading it
         # once (per GPU UUID) saves a dozen NVML calls per observation.
         self._profiles: dict[str, tuple[GiProfile, ...]] = {}
+        # Nor does a GPU's identity: listing every GPU (six NVML calls each) at every
+        # observation would cost more than the observation. A lost GPU still shows: the
+        # next call on it fails.
+        self._devices: dict[int, GpuDevice] = {}
 
     # ------------------------------------------------------------------------ observe
 
@@ -289,15 +293,6 @@ class Reconciler:
             fallback_table=fallback,
         )
 
-    def plan(
-        self, gpu: int, spec: MigLayoutSpec, held_by_pods: Mapping[str, str] | None = None
-    ) -> tuple[GpuObservation, LayoutDiff]:
-        """A dry run: the observation and the diff a reconcile would start from."""
-        observation = self.observe(gpu, held_by_pods)
-        return observation, diff_layout(
-            DesiredLayout.from_spec(spec), observation.actual, observation.table
-        )
-
     # ---------------------------------------------------------------------- reconcile
 
     def reconcile(
@@ -322,17 +317,15 @@ class Reconciler:
             )
         return self._finish(gpu, key, prior, outcome)
 
-    def forget(self, gpu: int) -> None:
-        """Drop the backoff of a GPU (e.g. when a person asks for an immediate retry)."""
-        self._backoffs.pop(gpu, None)
-
     # ---------------------------------------------------------------------- internals
 
     def _device(self, gpu: int) -> GpuDevice:
-        for device in self._backend.list_gpus():
-            if device.index == gpu:
-                return device
-        raise BackendError("nvmlDeviceGetHandleByIndex", NvmlError.NOT_FOUND, f"no GPU {gpu}")
+        if gpu not in self._devices:
+            self._devices = {device.index: device for device in self._backend.list_gpus()}
+        device = self._devices.get(gpu)
+        if device is None:
+            raise BackendError("nvmlDeviceGetHandleByIndex", NvmlError.NOT_FOUND, f"no GPU {gpu}")
+        return device
 
     def _read_profiles(self, gpu: int, device: GpuDevice) -> tuple[GiProfile, ...]:
         cached = self._profiles.get(device.uuid)
@@ -482,7 +475,9 @@ def _actual_instance(
     held: Mapping[str, str],
 ) -> ActualInstance:
     uuids = [ci.uuid for ci in gi.compute_instances if ci.uuid]
-    pod = next((held[u] for u in uuids if u in held), None) or held.get(str(gi.placement))
+    # One `get` per key: `held` may be live, and a key seen by `in` can be gone by `[]`.
+    keys = (*uuids, str(gi.placement))
+    pod = next((p for p in map(held.get, keys) if p is not None), None)
     return ActualInstance(
         profile=names.get(gi.profile_id, f"profile-{gi.profile_id}"),
         placement=gi.placement,

@@ -53,7 +53,7 @@ __all__ = [
     "HeldDevice",
     "annotations_of",
     "bind_patch",
-    "held_by_pods",
+    "field_path",
     "held_devices",
     "parse_allocation",
     "parse_bind_time",
@@ -199,12 +199,13 @@ def parse_allocation(text: object) -> Allocation | AllocationError:
         return Allocation.model_validate(document)
     except ValidationError as exc:
         first = exc.errors()[0]
-        return AllocationError(_loc(first.get("loc", ())), str(first.get("msg", "invalid")))
+        return AllocationError(field_path(first.get("loc", ())), str(first.get("msg", "invalid")))
     except RecursionError:
         return AllocationError("", "nested too deeply")
 
 
-def _loc(loc: Iterable[Any]) -> str:
+def field_path(loc: Iterable[Any]) -> str:
+    """A pydantic error location as a field path: `containers[0].devices[1].migUUID`."""
     text = ""
     for part in loc:
         if isinstance(part, int):
@@ -220,8 +221,10 @@ def parse_bind_time(value: object) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 19:
-        return int(value.strip())
+    text = value.strip() if isinstance(value, str) else ""
+    # ASCII digits only: `str.isdigit` also accepts `²`, which `int` refuses.
+    if text.isascii() and text.isdigit() and len(text) <= 19:
+        return int(text)
     return None
 
 
@@ -285,11 +288,6 @@ def held_devices(pods: Iterable[Mapping[str, Any]], node: str) -> dict[str, Held
         for device in allocation.devices:
             held.setdefault(device.visible_id, HeldDevice(pod_key(pod), device.gpu_uuid))
     return held
-
-
-def held_by_pods(pods: Iterable[Mapping[str, Any]], node: str) -> dict[str, str]:
-    """`held_devices` as the reconciler takes it: MIG UUID or GPU UUID -> `ns/name`."""
-    return {key: device.pod for key, device in held_devices(pods, node).items()}
 
 
 def release_annotations(allocation: Allocation, now: int) -> dict[str, str | None]:

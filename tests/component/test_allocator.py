@@ -122,6 +122,22 @@ async def test_a_rewritten_allocation_is_not_handed_out() -> None:
     assert events.reasons("p") == ["MigAllocateFailed"]
 
 
+async def test_a_conflict_whose_re_read_fails_is_unavailable_and_marks_the_pod() -> None:
+    class Flaky(RacingPods):
+        async def get(self, namespace: str, name: str) -> JsonDict:  # type: ignore[override]
+            raise ApiError(503, "unavailable", f"get pod {namespace}/{name}")
+
+    pods = Flaky(lambda obj: obj["metadata"].setdefault("labels", {}).update({"x": "y"}))
+    await pods.add(pod())
+    events = MemoryEvents()
+    with pytest.raises(AllocateFailed) as failed:
+        await Allocator(NODE, pods, StubGpus(), events).allocate([["GPU-aaaa::0"]])
+    assert failed.value.code is BindErrorCode.UNAVAILABLE
+    assert "default/p: cannot record migweaver.io/bind-phase=success" in failed.value.message
+    assert pods.annotations("default", "p")[ANNOTATION_BIND_PHASE] == "failed"
+    assert events.reasons("p") == ["MigAllocateFailed"]
+
+
 async def test_an_unreadable_gpu_fails_the_pod_with_unavailable() -> None:
     pods = MemoryPods(NODE)
     await pods.add(pod())
@@ -194,6 +210,20 @@ async def test_the_pod_watcher_releases_a_deleted_pods_devices() -> None:
         await watcher.apply(kind, obj)
     assert dict(watcher.held) == {}
     assert changes == [frozenset({GPU}), frozenset({GPU})]
+
+
+async def test_a_failing_refresh_does_not_end_the_pod_watch() -> None:
+    pods = MemoryPods(NODE)
+
+    async def on_change(gpus: frozenset[str]) -> None:
+        raise RuntimeError("cannot schedule new futures after shutdown")
+
+    watcher = PodWatcher(NODE, pods, on_change=on_change)
+    listing = await watcher.sync()
+    await pods.add(pod())
+    async for kind, obj in pods.watch(listing.resource_version, timeout_s=0):
+        await watcher.apply(kind, obj)  # does not raise
+    assert dict(watcher.held) == {"MIG-1": "default/p"}  # the holders are in force
 
 
 # ---------------------------------------------------------------------- node capacity

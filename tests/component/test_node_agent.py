@@ -9,8 +9,10 @@ import pytest
 from memory_api import MemoryEvents, MemoryNodes, MemoryObjects
 
 from migweaver.agent.backends.fake import FakeBackend
+from migweaver.agent.backends.protocol import NvmlError
 from migweaver.agent.node_agent import NodeAgent
 from migweaver.agent.reconciler import Reconciler, ReconcileResult
+from migweaver.agent.waiting import until_stopped
 from migweaver.core.catalog import get_model
 from migweaver.core.profiles import Placement
 
@@ -267,3 +269,114 @@ async def test_the_agent_does_not_reconcile_again_on_the_echo_of_its_own_status_
     assert reconciler.passes == after_sync + 2
     stop.set()
     await asyncio.wait_for(task, 10)
+
+
+async def test_gpus_that_cannot_be_listed_are_retried_not_fatal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # The failing call also stops the agent, so the test needs no timing.
+    backend = FakeBackend.from_spec(
+        "A100-SXM4-80GB:1",
+        seed=NODE,
+        latency_s={"list_gpus": 1e-9},
+        sleep=lambda _: loop.call_soon_threadsafe(stop.set),
+    )
+    backend.fail_call("list_gpus", NvmlError.DRIVER_NOT_LOADED)
+    agent, layouts, _ = make_agent(backend)
+    await asyncio.wait_for(agent.run(stop), 10)  # returns: the error did not escape
+    assert not agent.ready.is_set()
+    assert layouts.objects == {}
+
+
+async def test_a_pod_change_after_the_agent_stopped_does_nothing() -> None:
+    backend = FakeBackend.from_spec("A100-SXM4-80GB:1", seed=NODE)
+    agent, _, _ = make_agent(backend)
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    await asyncio.wait_for(agent.ready.wait(), 10)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    calls = len(backend.calls)
+    await agent.refresh()  # the pod watch may still deliver one: no closed GPU thread
+    assert len(backend.calls) == calls
+
+
+async def test_until_stopped_leaves_no_task_behind() -> None:
+    stop = asyncio.Event()
+    finished: list[str] = []
+    started = asyncio.Event()
+
+    async def work(name: str) -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            finished.append(name)
+
+    assert await until_stopped(work("timed out"), stop, timeout_s=0) is False
+    caller = asyncio.create_task(until_stopped(work("caller cancelled"), stop))
+    started.clear()
+    await started.wait()
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert finished == ["timed out", "caller cancelled"]
+
+    async def fails() -> None:
+        raise RuntimeError("watch broke")
+
+    with pytest.raises(RuntimeError, match="watch broke"):
+        await until_stopped(fails(), stop)
+    stop.set()
+    assert await until_stopped(work("stopped"), stop) is False
+    assert finished[-1] == "stopped"
+
+
+async def test_an_invalid_spec_is_reported_once_not_at_every_pass() -> None:
+    backend = FakeBackend.from_spec("A100-SXM4-80GB:1", seed=NODE)
+    agent, layouts, events = make_agent(backend)
+    await agent.sync()
+    await layouts.patch(
+        "n1-gpu0",
+        {"spec": {"instances": [{"profile": "1g.10gb", "placement": {"start": "x", "size": 1}}]}},
+    )
+    await agent.handle(layouts.objects["n1-gpu0"])
+    status = layouts.objects["n1-gpu0"]["status"]
+    (condition,) = status["conditions"]
+    assert condition["message"].startswith(
+        "spec is invalid, GPU left as it is: spec.instances[0].placement.start: "
+    )
+    version = layouts.version
+    await agent.handle(layouts.objects["n1-gpu0"])  # the next resync
+    assert layouts.version == version  # nothing written again
+    assert layouts.objects["n1-gpu0"]["status"] == status
+    assert events.reasons("n1-gpu0").count("InvalidSpec") == 1
+
+
+async def test_a_layout_for_a_gpu_the_node_lacks_fails_once_and_touches_nothing() -> None:
+    backend = FakeBackend.from_spec("A100-SXM4-80GB:1", seed=NODE)
+    agent, layouts, events = make_agent(backend)
+    await agent.sync()
+    body = {
+        "apiVersion": "migweaver.io/v1alpha1",
+        "kind": "MigLayout",
+        "metadata": {"name": "n1-gpu5", "labels": {"migweaver.io/node": NODE}},
+        "spec": {"nodeName": NODE, "gpuIndex": 5, "gpuUUID": "GPU-x", "migEnabled": False},
+    }
+    await layouts.create(body)
+    mutations = len(backend.mutating_calls)
+    await agent.handle(layouts.objects["n1-gpu5"])
+    status = layouts.objects["n1-gpu5"]["status"]
+    assert status["phase"] == "Failed"
+    (condition,) = status["conditions"]
+    assert (condition["type"], condition["status"], condition["reason"]) == (
+        "Ready",
+        "False",
+        "GpuNotFound",
+    )
+    assert condition["message"] == "no GPU with index 5 on node n1"
+    version = layouts.version
+    await agent.handle(layouts.objects["n1-gpu5"])
+    assert layouts.version == version
+    assert events.reasons("n1-gpu5") == ["GpuNotFound"]
+    assert len(backend.mutating_calls) == mutations

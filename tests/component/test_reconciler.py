@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -88,6 +88,16 @@ def test_a_converged_gpu_costs_no_mutating_call() -> None:
     assert result.phase == "Ready"
     assert result.steps == ()
     assert backend.mutating_calls == []
+
+
+def test_the_gpus_are_enumerated_once_not_at_every_observation() -> None:
+    backend = fake("A100-SXM4-80GB", "A100-SXM4-80GB")
+    reconciler = Reconciler(backend)
+    result = reconciler.reconcile(1, spec_for(backend, 1, "3g.40gb@0", "3g.40gb@4"))
+    assert result.phase == "Ready"
+    assert len(result.steps) == 4  # five observations of GPU 1
+    reconciler.observe(0)
+    assert [c.name for c in backend.calls].count("list_gpus") == 1
 
 
 HOLDERS: dict[str, Callable[[FakeBackend, str, Placement], dict[str, str]]] = {
@@ -254,6 +264,36 @@ def test_the_gpu_is_re_read_after_every_call_so_a_new_holder_is_respected(
     assert result.phase == "Degraded"
     assert result.condition(CONDITION_DEGRADED).reason == "InstanceInUse"
     assert result.nvml_error is None
+
+
+class SwappedAfterOneRead(Mapping[str, str]):
+    """A live holders view whose version is swapped (the pod ended) right after it answers
+    one lookup, as the pod watch may do while the GPU thread reads it."""
+
+    def __init__(self, held: dict[str, str]) -> None:
+        self.held = held
+
+    def __getitem__(self, key: str) -> str:
+        value = self.held[key]
+        self.held = {}
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict(self.held))
+
+    def __len__(self) -> int:
+        return len(self.held)
+
+
+def test_a_holder_released_while_the_gpu_is_read_is_no_error() -> None:
+    backend = fake()
+    build(backend, 0, "3g.40gb@4")
+    held = SwappedAfterOneRead({uuid_at(backend, 0, 4, 4): "default/train-1"})
+
+    observation = Reconciler(backend).observe(0, held)
+
+    (instance,) = observation.instances
+    assert instance.pod == "default/train-1"  # the version read first, consistently
 
 
 # ----------------------------------------------------------------------------- MIG mode

@@ -19,7 +19,6 @@ from migweaver.core.allocation import (
     ContainerAllocation,
     HeldDevice,
     bind_patch,
-    held_by_pods,
     held_devices,
     parse_allocation,
     parse_bind_time,
@@ -175,6 +174,8 @@ def test_deep_nesting_is_an_error_not_a_crash() -> None:
         (True, None),
         (None, None),
         ("9" * 30, None),
+        ("²", None),
+        ("١٢", None),
     ],
 )
 def test_bind_time(value: object, expected: int | None) -> None:
@@ -198,13 +199,12 @@ def test_held_devices_follow_the_allocations_of_live_pods() -> None:
         "MIG-b": HeldDevice("ns/a", "GPU-1"),
         "GPU-2": HeldDevice("ns/b", "GPU-2"),
     }
-    assert held_by_pods(pods, "n1") == {"MIG-a": "ns/a", "MIG-b": "ns/a", "GPU-2": "ns/b"}
 
 
 def test_a_pod_being_deleted_still_holds_its_devices() -> None:
     terminating = pod("t", doc(MIG), bind="success")
     terminating["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-    assert held_by_pods([terminating], "n1") == {"MIG-a": "ns/t"}
+    assert held_devices([terminating], "n1") == {"MIG-a": HeldDevice("ns/t", "GPU-1")}
 
 
 def test_bind_patch_sets_the_phase_and_sets_or_clears_the_error() -> None:

@@ -174,16 +174,15 @@ class Allocator:
                 await self._pods.patch(match.pod.namespace, match.pod.name, patch)
                 return None
             except Conflict:
-                pod = await self._get(match.pod)
+                pass  # read the pod again below
             except NotFound:
-                pod = None
+                break
             except ApiError as exc:
-                return BindError(
-                    BindErrorCode.UNAVAILABLE,
-                    f"pod {match.pod.key}: cannot record {ANNOTATION_BIND_PHASE}="
-                    f"{BIND_SUCCESS}: {exc}",
-                    pod=match.pod,
-                )
+                return _unrecorded(match, exc)
+            try:
+                pod = await self._get(match.pod)
+            except ApiError as exc:  # the re-read fails too: not an INTERNAL error
+                return _unrecorded(match, exc)
         return BindError(
             BindErrorCode.FAILED_PRECONDITION,
             f"pod {match.pod.key} changed while its devices were allocated "
@@ -221,6 +220,14 @@ class Allocator:
             EVENT_ALLOCATED,
             f"container {grant.match.container}: {devices}",
         )
+
+
+def _unrecorded(match: ContainerMatch, exc: ApiError) -> BindError:
+    return BindError(
+        BindErrorCode.UNAVAILABLE,
+        f"pod {match.pod.key}: cannot record {ANNOTATION_BIND_PHASE}={BIND_SUCCESS}: {exc}",
+        pod=match.pod,
+    )
 
 
 def _unchanged(pod: JsonDict, match: ContainerMatch) -> bool:
