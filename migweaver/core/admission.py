@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from migweaver.core.allocation import ANNOTATION_ALLOCATION, annotations_of
+from migweaver.core.operator_state import PLACEMENT_GATE
 from migweaver.core.requests import DEFAULTS, RequestDefaults, wants_gpu
 
 __all__ = [
@@ -45,7 +46,8 @@ __all__ = [
     "mutate_pod",
 ]
 
-SCHEDULING_GATE: Final = "migweaver.io/placement"
+SCHEDULING_GATE: Final = PLACEMENT_GATE
+"""The gate the webhook adds: the one the operator removes when it releases the pod."""
 
 JsonPatchOperation = dict[str, Any]
 

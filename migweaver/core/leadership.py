@@ -33,7 +33,10 @@ def _alive(peer: Mapping[str, Any], now: datetime) -> bool:
         seconds = 60
     if when.tzinfo is None:
         when = when.replace(tzinfo=now.tzinfo)
-    return when + timedelta(seconds=seconds) > now
+    try:
+        return when + timedelta(seconds=seconds) > now
+    except OverflowError:
+        return seconds > 0  # beyond the calendar: alive for ever, or long dead
 
 
 def is_active(peers: Mapping[str, Any] | None, me: str, priority: int, now: datetime) -> bool:

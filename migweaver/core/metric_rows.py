@@ -35,6 +35,7 @@ __all__ = [
     "layout_mode",
     "metric_rows",
     "parse_layouts",
+    "short_error",
 ]
 
 LayoutInput: TypeAlias = Mapping[str, Any] | MigLayout
@@ -96,7 +97,7 @@ def _object_name(obj: object, position: int) -> str:
     return f"#{position}"
 
 
-def _short_error(error: ValidationError) -> str:
+def short_error(error: ValidationError) -> str:
     """The first problem of a validation error, in one line (`spec.gpuIndex: ...`)."""
     first = error.errors()[0]
     where = ".".join(str(part) for part in first.get("loc", ())) or "object"
@@ -127,7 +128,7 @@ def parse_layouts(
         try:
             parsed.append((name, MigLayout.from_api(obj)))
         except ValidationError as error:
-            invalid.append(InvalidLayout(name, _short_error(error)))
+            invalid.append(InvalidLayout(name, short_error(error)))
         except (ValueError, TypeError) as error:
             invalid.append(InvalidLayout(name, str(error) or type(error).__name__))
     parsed.sort(key=lambda item: (item[1].spec.node_name, item[1].spec.gpu_index, item[0]))

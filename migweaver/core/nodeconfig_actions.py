@@ -14,14 +14,15 @@ NodeConfig in force, `core.nodeconfig.settings_for`) decides `spec.migEnabled`:
 Each NodeConfig's status lists the nodes it is in force on (`matchedNodes`) and one
 condition `Ready`: True once every GPU of those nodes has the mode in its spec and in its
 status; False with reason `GpusBusy` (a switch waits for pods), `Switching` (the agent is
-applying it), `Conflict` (another NodeConfig wins on some node it selects) or `Invalid`.
+applying it) or `Conflict` (another NodeConfig wins on some node it selects). A NodeConfig
+that does not parse gets no status (the CRD's schema and CEL rule keep them out of the API).
 
 Pure: no I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,33 +69,37 @@ class NodeConfigReport:
     """GPUs that cannot switch yet, each with why."""
 
 
-def _holders(state: ClusterState) -> dict[tuple[str, int], list[str]]:
+@dataclass(frozen=True, slots=True)
+class _Holders:
+    """Who holds something on one GPU, each described for a NodeConfig's status."""
+
+    instances: tuple[str, ...] = ()
+    """MIG instances reserved or allocated for pods, or in use: block turning MIG off."""
+    shares: tuple[str, ...] = ()
+    """hami-core shares of reserved or allocated pods: block turning MIG on."""
+
+
+def _holders(state: ClusterState) -> dict[tuple[str, int], _Holders]:
     """Per GPU, who holds something on it: reserved or allocated pods, in-use instances."""
     reservations, shares = snapshot_parts(state)
-    held: dict[tuple[str, int], list[str]] = {}
+    instances: dict[tuple[str, int], set[str]] = {}
     for gpu, per in reservations.items():
         for inst, pod in per.items():
-            held.setdefault(gpu, []).append(f"{inst} reserved for {pod}")
-    for gpu, items in shares.items():
-        for share in items:
-            held.setdefault(gpu, []).append(f"a hami-core share of {share.pod}")
+            instances.setdefault(gpu, set()).add(f"{inst} reserved for {pod}")
     for layout in state.layouts.values():
         gpu = (layout.spec.node_name, layout.spec.gpu_index)
         for found in layout.status.instances if layout.status else []:
             if found.in_use or found.pod:
                 who = found.pod or "a process"
                 where = f"{found.placement.start}:{found.placement.size}"
-                text = f"{found.profile}@{where} used by {who}"
-                held.setdefault(gpu, []).append(text)
-    return {gpu: sorted(set(items)) for gpu, items in held.items()}
-
-
-def _busy_mig(held: Sequence[str]) -> list[str]:
-    return [h for h in held if not h.startswith("a hami-core share")]
-
-
-def _shares(held: Sequence[str]) -> list[str]:
-    return [h for h in held if h.startswith("a hami-core share")]
+                instances.setdefault(gpu, set()).add(f"{found.profile}@{where} used by {who}")
+    return {
+        gpu: _Holders(
+            tuple(sorted(instances.get(gpu, ()))),
+            tuple(sorted({f"a hami-core share of {share.pod}" for share in shares.get(gpu, ())})),
+        )
+        for gpu in set(instances) | set(shares)
+    }
 
 
 def mode_changes(state: ClusterState) -> tuple[list[ModeChange], dict[tuple[str, int], str]]:
@@ -108,14 +113,12 @@ def mode_changes(state: ClusterState) -> tuple[list[ModeChange], dict[tuple[str,
             continue
         want = state.mode(spec.node_name) == "mig"
         gpu = (spec.node_name, spec.gpu_index)
-        held = holders.get(gpu, [])
         if spec.mig_enabled == want:
             continue
-        if want and _shares(held):
-            waiting[gpu] = "; ".join(_shares(held))
-            continue
-        if not want and _busy_mig(held):
-            waiting[gpu] = "; ".join(_busy_mig(held))
+        held = holders.get(gpu, _Holders())
+        blocking = held.shares if want else held.instances
+        if blocking:
+            waiting[gpu] = "; ".join(blocking)
             continue
         rv = metadata_of(state.layout_bodies.get(name, {})).get("resourceVersion")
         patch_spec: dict[str, Any] = {"migEnabled": want}
@@ -142,7 +145,7 @@ def _in_mode(layout: MigLayout, mig: bool) -> bool:
 def nodeconfig_reports(
     state: ClusterState, waiting: Mapping[tuple[str, int], str]
 ) -> list[NodeConfigReport]:
-    """The status of every NodeConfig (valid ones; invalid ones are reported as Invalid)."""
+    """The status of every NodeConfig that parses (`state.configs`)."""
     reports: list[NodeConfigReport] = []
     for config in sorted(state.configs, key=lambda c: c.name):
         name = config.name

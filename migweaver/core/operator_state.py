@@ -21,9 +21,9 @@ Pure: no I/O, no clock (`now` is passed in).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from pydantic import ValidationError
 
@@ -38,6 +38,7 @@ from migweaver.core.allocation import (
     pod_key,
 )
 from migweaver.core.geometry import PlacedInstance
+from migweaver.core.metric_rows import short_error
 from migweaver.core.models import MigLayout, NodeConfig, OperatingMode
 from migweaver.core.node_fit import NodeFacts, node_facts
 from migweaver.core.nodeconfig import NodeSettings, settings_for
@@ -74,6 +75,8 @@ __all__ = [
 PLACEMENT_GATE: Final = "migweaver.io/placement"
 """The scheduling gate the webhook adds to GPU pods and the operator removes on release."""
 HOSTNAME_LABEL: Final = "kubernetes.io/hostname"
+
+_T = TypeVar("_T")
 
 
 def metadata_of(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -126,8 +129,9 @@ class ClusterState:
     layouts: dict[str, MigLayout] = field(default_factory=dict)
     """Parsed MigLayouts by name."""
     layout_bodies: dict[str, Mapping[str, Any]] = field(default_factory=dict)
-    """The same layouts as the API returned them (for resourceVersion and metrics)."""
+    """The same layouts as the API returned them (for resourceVersion and generation)."""
     invalid_layouts: dict[str, str] = field(default_factory=dict)
+    """MigLayouts that do not parse: name -> the first problem (`spec.gpuIndex: ...`)."""
     settings: dict[str, NodeSettings] = field(default_factory=dict)
     """NodeConfig settings in force, per node (every node with a Node object or a layout)."""
     node_labels: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -171,6 +175,23 @@ class ClusterState:
         return self.node_labels.get(node, {}).get(HOSTNAME_LABEL) or node
 
 
+def _parse_each(
+    objects: Iterable[Mapping[str, Any]], parse: Callable[[Mapping[str, Any]], _T]
+) -> tuple[dict[str, _T], dict[str, Mapping[str, Any]], dict[str, str]]:
+    """(parsed by name, the same objects as the API returned them, invalid name -> why)."""
+    parsed: dict[str, _T] = {}
+    bodies: dict[str, Mapping[str, Any]] = {}
+    invalid: dict[str, str] = {}
+    for body in objects:
+        name = str(metadata_of(body).get("name") or "")
+        try:
+            parsed[name] = parse(body)
+            bodies[name] = body
+        except ValidationError as exc:
+            invalid[name] = short_error(exc)
+    return parsed, bodies, invalid
+
+
 def cluster_state(
     *,
     pods: Iterable[Mapping[str, Any]],
@@ -180,28 +201,9 @@ def cluster_state(
     defaults: RequestDefaults = DEFAULTS,
 ) -> ClusterState:
     """The operator's state from raw API objects (as lists return them)."""
-    parsed: dict[str, MigLayout] = {}
-    bodies: dict[str, Mapping[str, Any]] = {}
-    invalid: dict[str, str] = {}
-    for body in layouts:
-        name = str(metadata_of(body).get("name") or "")
-        try:
-            parsed[name] = MigLayout.from_api(body)
-            bodies[name] = body
-        except ValidationError as exc:
-            invalid[name] = str(exc.errors()[0].get("msg", "invalid"))
-
-    configs: list[NodeConfig] = []
-    config_bodies: dict[str, Mapping[str, Any]] = {}
-    invalid_configs: dict[str, str] = {}
-    for body in nodeconfigs:
-        name = str(metadata_of(body).get("name") or "")
-        try:
-            configs.append(NodeConfig.from_api(body))
-            config_bodies[name] = body
-        except ValidationError as exc:
-            invalid_configs[name] = str(exc.errors()[0].get("msg", "invalid"))
-
+    parsed, bodies, invalid = _parse_each(layouts, MigLayout.from_api)
+    by_name, config_bodies, invalid_configs = _parse_each(nodeconfigs, NodeConfig.from_api)
+    configs = tuple(by_name.values())
     facts = {f.name: f for f in (node_facts(n) for n in nodes)}
     labels = {name: dict(f.labels) for name, f in facts.items()}
     node_names = set(labels) | {layout.spec.node_name for layout in parsed.values()}
@@ -233,7 +235,7 @@ def cluster_state(
         settings=settings,
         node_labels=labels,
         node_facts=facts,
-        configs=tuple(configs),
+        configs=configs,
         config_bodies=config_bodies,
         invalid_configs=invalid_configs,
         waiting=tuple(waiting),

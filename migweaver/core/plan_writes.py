@@ -63,6 +63,8 @@ class LayoutWrite:
     after: tuple[PlacedInstance, ...]
     mig_enabled: bool | None = None
     """Set when the plan switches MIG mode on."""
+    for_pods: tuple[str, ...] = ()
+    """The pods the plan gives the instances this write adds (this GPU's only)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +147,11 @@ def _layout_writes(plan: Plan, state: ClusterState, snapshot: Snapshot) -> PlanW
             continue
         rv = metadata_of(state.layout_bodies.get(name, {})).get("resourceVersion")
         patch = {"metadata": {"resourceVersion": rv}, "spec": spec}
-        writes.layouts.append(LayoutWrite(name, gpu, patch, before, tuple(after), switch))
+        added = set(after) - set(before)
+        for_pods = sorted({pod for inst, pod in plan.reservations.get(gpu, ()) if inst in added})
+        writes.layouts.append(
+            LayoutWrite(name, gpu, patch, before, tuple(after), switch, tuple(for_pods))
+        )
     return writes
 
 
@@ -197,20 +203,18 @@ def plan_writes(plan: Plan, state: ClusterState, snapshot: Snapshot) -> PlanWrit
     return writes
 
 
-def layout_change_message(write: LayoutWrite, pods: Mapping[PlacedInstance, str]) -> str:
-    """`instances 3g.40gb@0:4 -> 3g.40gb@0:4, 1g.10gb@6:1 (for default/gpu-pod)`."""
+def layout_change_message(write: LayoutWrite) -> str:
+    """`instances 3g.40gb@0:4 -> 3g.40gb@0:4, 1g.10gb@6:1; for default/gpu-pod`."""
 
     def show(items: Iterable[PlacedInstance]) -> str:
         text = ", ".join(str(i) for i in items)
         return text or "none"
 
-    added = [i for i in write.after if i not in write.before]
-    for_pods = sorted({pods[i] for i in added if i in pods})
     parts = [f"instances {show(write.before)} -> {show(write.after)}"]
     if write.mig_enabled:
         parts.append("MIG mode on")
-    if for_pods:
-        parts.append(f"for {', '.join(for_pods)}")
+    if write.for_pods:
+        parts.append(f"for {', '.join(write.for_pods)}")
     return "; ".join(parts)
 
 

@@ -8,7 +8,7 @@ them directly and tests can compare bodies without client model classes.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -106,6 +106,28 @@ class Listing:
     resource_version: str
 
 
+def _listing(body: JsonDict, kind: str | None = None) -> Listing:
+    """A list response as a `Listing`; with `kind`, each item gets the `apiVersion` (v1)
+    and `kind` that a list of built-in objects leaves out (Events and messages need them)."""
+    items = list(body.get("items") or [])
+    if kind is not None:
+        for item in items:
+            item.setdefault("apiVersion", "v1")
+            item.setdefault("kind", kind)
+    return Listing(
+        items=items,
+        resource_version=str((body.get("metadata") or {}).get("resourceVersion", "")),
+    )
+
+
+async def _or_none(call: Awaitable[JsonDict]) -> JsonDict | None:
+    """The object `call` reads, or None when it does not exist (404)."""
+    try:
+        return await call
+    except NotFound:
+        return None
+
+
 class ClusterObjects:
     """One cluster-scoped custom resource kind (`miglayouts`, `nodeconfigs`) of migweaver.io."""
 
@@ -122,11 +144,7 @@ class ClusterObjects:
 
     async def list(self, label_selector: str | None = None) -> Listing:
         kwargs = {"label_selector": label_selector} if label_selector else {}
-        body = await self._call("list_cluster_custom_object", **kwargs)
-        return Listing(
-            items=list(body.get("items") or []),
-            resource_version=str((body.get("metadata") or {}).get("resourceVersion", "")),
-        )
+        return _listing(await self._call("list_cluster_custom_object", **kwargs))
 
     async def get(self, name: str) -> JsonDict:
         return await self._call("get_cluster_custom_object", name)
@@ -179,8 +197,8 @@ class ClusterObjects:
             yield item
 
 
-class CoreObjects:
-    """The few core/v1 calls migweaver makes: nodes, node status, events."""
+class CoreApi:
+    """Base of the core/v1 helpers: the client, and its answers as plain dicts."""
 
     def __init__(self, api: client.ApiClient) -> None:
         self._api_client = api
@@ -191,27 +209,55 @@ class CoreObjects:
     def _plain(self, obj: Any) -> JsonDict:
         return cast(JsonDict, self._api_client.sanitize_for_serialization(obj))
 
-    async def read_node(self, name: str) -> JsonDict:
+    async def _call(self, call: str, method: str, *args: Any, **kwargs: Any) -> JsonDict:
+        """`CoreV1Api.<method>(*args, **kwargs)` as a plain dict; a failure is an ApiError
+        naming `call`."""
         try:
-            return self._plain(await self._core.read_node(name))
+            result = await getattr(self._core, method)(*args, **kwargs)
         except _FAILURES as exc:
-            raise _translate(exc, "read_node") from exc
-
-    async def patch_node_status(self, name: str, patch: Any, content_type: str) -> JsonDict:
-        try:
-            result = await self._core.patch_node_status(name, patch, _content_type=content_type)
-        except _FAILURES as exc:
-            raise _translate(exc, "patch_node_status") from exc
+            raise _translate(exc, call) from exc
         return self._plain(result)
 
+
+class PodCalls(CoreApi):
+    """Reading and merge-patching one pod: what the agent and the operator both do."""
+
+    async def get(self, namespace: str, name: str) -> JsonDict:
+        return await self._call(
+            f"get pod {namespace}/{name}", "read_namespaced_pod", name, namespace
+        )
+
+    async def patch(self, namespace: str, name: str, patch: Mapping[str, Any]) -> JsonDict:
+        """Merge-patch the pod; a `metadata.resourceVersion` in `patch` makes it conditional
+        (409 `Conflict` when the pod changed since it was read)."""
+        return await self._call(
+            f"patch pod {namespace}/{name}",
+            "patch_namespaced_pod",
+            name,
+            namespace,
+            dict(patch),
+            _content_type=MERGE_PATCH,
+        )
+
+
+class CoreObjects(CoreApi):
+    """The few core/v1 calls migweaver makes: nodes, node status, events."""
+
+    async def read_node(self, name: str) -> JsonDict:
+        return await self._call("read_node", "read_node", name)
+
+    async def patch_node_status(self, name: str, patch: Any, content_type: str) -> JsonDict:
+        return await self._call(
+            "patch_node_status", "patch_node_status", name, patch, _content_type=content_type
+        )
+
     async def create_event(self, namespace: str, body: Mapping[str, Any]) -> None:
-        try:
-            await self._core.create_namespaced_event(namespace, dict(body))
-        except _FAILURES as exc:
-            raise _translate(exc, "create_namespaced_event") from exc
+        await self._call(
+            "create_namespaced_event", "create_namespaced_event", namespace, dict(body)
+        )
 
 
-class NodePods:
+class NodePods(PodCalls):
     """The pods of one node (field selector `spec.nodeName=<node>`), for the agent.
 
     The agent reads its node's pods (the allocation annotations) and patches their
@@ -219,41 +265,15 @@ class NodePods:
     """
 
     def __init__(self, api: client.ApiClient, node: str) -> None:
-        self._api_client = api
-        self._core: Any = client.CoreV1Api(api)
+        super().__init__(api)
         self.node = node
         self.field_selector = f"spec.nodeName={node}"
 
-    def _plain(self, obj: Any) -> JsonDict:
-        return cast(JsonDict, self._api_client.sanitize_for_serialization(obj))
-
     async def list(self) -> Listing:
-        try:
-            body = self._plain(
-                await self._core.list_pod_for_all_namespaces(field_selector=self.field_selector)
-            )
-        except _FAILURES as exc:
-            raise _translate(exc, "list pods") from exc
-        return Listing(
-            items=list(body.get("items") or []),
-            resource_version=str((body.get("metadata") or {}).get("resourceVersion", "")),
+        body = await self._call(
+            "list pods", "list_pod_for_all_namespaces", field_selector=self.field_selector
         )
-
-    async def get(self, namespace: str, name: str) -> JsonDict:
-        try:
-            return self._plain(await self._core.read_namespaced_pod(name, namespace))
-        except _FAILURES as exc:
-            raise _translate(exc, f"get pod {namespace}/{name}") from exc
-
-    async def patch(self, namespace: str, name: str, patch: Mapping[str, Any]) -> JsonDict:
-        """Merge-patch the pod; a `metadata.resourceVersion` in `patch` makes it conditional."""
-        try:
-            result = await self._core.patch_namespaced_pod(
-                name, namespace, dict(patch), _content_type=MERGE_PATCH
-            )
-        except _FAILURES as exc:
-            raise _translate(exc, f"patch pod {namespace}/{name}") from exc
-        return self._plain(result)
+        return _listing(body)
 
     async def watch(
         self, resource_version: str, timeout_s: int = 300

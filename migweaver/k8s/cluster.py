@@ -18,62 +18,23 @@ from kubernetes_asyncio import client
 
 from migweaver.k8s.client import (
     _FAILURES,
-    MERGE_PATCH,
     STRATEGIC_MERGE_PATCH,
+    CoreApi,
     JsonDict,
     Listing,
+    PodCalls,
+    _listing,
+    _or_none,
     _translate,
     watch_events,
 )
 
 
-class _Core:
-    def __init__(self, api: client.ApiClient) -> None:
-        self._api_client = api
-        self._core: Any = client.CoreV1Api(api)
-
-    def _plain(self, obj: Any) -> JsonDict:
-        return cast(JsonDict, self._api_client.sanitize_for_serialization(obj))
-
-    def _listing(self, body: Any, kind: str) -> Listing:
-        """The items of a list, each with its `apiVersion` and `kind` (a list of built-in
-        objects leaves them out; Events and messages need them)."""
-        plain = self._plain(body)
-        items = list(plain.get("items") or [])
-        for item in items:
-            item.setdefault("apiVersion", "v1")
-            item.setdefault("kind", kind)
-        return Listing(
-            items=items,
-            resource_version=str((plain.get("metadata") or {}).get("resourceVersion", "")),
-        )
-
-
-class Pods(_Core):
+class Pods(PodCalls):
     """Pods in every namespace."""
 
     async def list(self) -> Listing:
-        try:
-            return self._listing(await self._core.list_pod_for_all_namespaces(), "Pod")
-        except _FAILURES as exc:
-            raise _translate(exc, "list pods") from exc
-
-    async def get(self, namespace: str, name: str) -> JsonDict:
-        try:
-            return self._plain(await self._core.read_namespaced_pod(name, namespace))
-        except _FAILURES as exc:
-            raise _translate(exc, f"get pod {namespace}/{name}") from exc
-
-    async def patch(self, namespace: str, name: str, patch: Mapping[str, Any]) -> JsonDict:
-        """Merge-patch the pod; a `metadata.resourceVersion` in `patch` makes it conditional
-        (409 `Conflict` when the pod changed since it was read)."""
-        try:
-            result = await self._core.patch_namespaced_pod(
-                name, namespace, dict(patch), _content_type=MERGE_PATCH
-            )
-        except _FAILURES as exc:
-            raise _translate(exc, f"patch pod {namespace}/{name}") from exc
-        return self._plain(result)
+        return _listing(await self._call("list pods", "list_pod_for_all_namespaces"), "Pod")
 
     async def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> JsonDict:
         """Strategic-merge-patch the `pods/status` subresource (`{"status": {...}}`).
@@ -81,24 +42,22 @@ class Pods(_Core):
         Strategic, not JSON merge: pod conditions merge by `type`, so a patch naming one
         condition leaves the scheduler's and the kubelet's in place.
         """
-        try:
-            result = await self._core.patch_namespaced_pod_status(
-                name, namespace, dict(patch), _content_type=STRATEGIC_MERGE_PATCH
-            )
-        except _FAILURES as exc:
-            raise _translate(exc, f"patch status of pod {namespace}/{name}") from exc
-        return self._plain(result)
+        return await self._call(
+            f"patch status of pod {namespace}/{name}",
+            "patch_namespaced_pod_status",
+            name,
+            namespace,
+            dict(patch),
+            _content_type=STRATEGIC_MERGE_PATCH,
+        )
 
 
-class Nodes(_Core):
+class Nodes(CoreApi):
     async def list(self) -> Listing:
-        try:
-            return self._listing(await self._core.list_node(), "Node")
-        except _FAILURES as exc:
-            raise _translate(exc, "list nodes") from exc
+        return _listing(await self._call("list nodes", "list_node"), "Node")
 
 
-class ConfigMaps(_Core):
+class ConfigMaps(CoreApi):
     """One namespace's ConfigMaps, by name."""
 
     def __init__(self, api: client.ApiClient, namespace: str) -> None:
@@ -107,13 +66,14 @@ class ConfigMaps(_Core):
 
     async def get(self, name: str) -> JsonDict | None:
         """The ConfigMap, or None when it does not exist."""
-        try:
-            return self._plain(await self._core.read_namespaced_config_map(name, self.namespace))
-        except _FAILURES as exc:
-            error = _translate(exc, f"get configmap {self.namespace}/{name}")
-            if error.status == 404:
-                return None
-            raise error from exc
+        return await _or_none(
+            self._call(
+                f"get configmap {self.namespace}/{name}",
+                "read_namespaced_config_map",
+                name,
+                self.namespace,
+            )
+        )
 
     async def watch(self, name: str, timeout_s: int = 300) -> AsyncIterator[tuple[str, JsonDict]]:
         """Events of the named ConfigMap from now on, until the server ends the watch."""
@@ -166,15 +126,15 @@ class AnyClusterObjects:
 
     async def get(self, name: str) -> JsonDict | None:
         """The object, or None when it does not exist."""
+        return await _or_none(self._read(name))
+
+    async def _read(self, name: str) -> JsonDict:
         try:
             result = await self._api.get_cluster_custom_object(
                 self.group, self.version, self.plural, name
             )
         except _FAILURES as exc:
-            error = _translate(exc, f"get {self.plural} {name}")
-            if error.status == 404:
-                return None
-            raise error from exc
+            raise _translate(exc, f"get {self.plural} {name}") from exc
         return cast(JsonDict, result)
 
     async def create(self, body: Mapping[str, Any]) -> JsonDict:

@@ -21,7 +21,7 @@ async def watch_config(operator: Operator, stop: asyncio.Event, timeout_s: int =
     configmaps = operator.configmaps
     while not stop.is_set():
         try:
-            await operator.reload_config(await configmaps.get(CONFIGMAP_NAME))
+            await operator.refresh_config()
             async for kind, obj in configmaps.watch(CONFIGMAP_NAME, timeout_s):
                 await operator.reload_config(None if kind == "DELETED" else obj)
         except ApiError as exc:

@@ -22,8 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import Any, Final
+from collections.abc import AsyncIterator, Iterable
+from typing import Final
 
 import prometheus_client
 from aiohttp import web
@@ -32,7 +32,13 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from migweaver.core.metric_rows import InstanceRow, InvalidLayout, MetricRows, metric_rows
+from migweaver.core.metric_rows import (
+    InstanceRow,
+    InvalidLayout,
+    LayoutInput,
+    MetricRows,
+    metric_rows,
+)
 from migweaver.k8s.serving import serving
 
 __all__ = [
@@ -274,10 +280,11 @@ class OperatorMetrics:
 
     # -------------------------------------------------------------------------- state
 
-    def update_layouts(self, layouts: Iterable[Mapping[str, Any]]) -> tuple[InvalidLayout, ...]:
+    def update_layouts(self, layouts: Iterable[LayoutInput]) -> tuple[InvalidLayout, ...]:
         """Replace the MIG instance series and the `total` GPU memory series.
 
-        `layouts` are every MigLayout, as the API returns them. Returns the layouts left
+        `layouts` are every MigLayout, as the API returns them or already parsed (the
+        operator passes the ones its round parsed). Returns the layouts left
         out (unparseable, or a second layout for the same GPU) so the caller can log them.
         """
         rows = metric_rows(layouts)

@@ -1,9 +1,9 @@
 """`/healthz` and `/readyz` of the operator.
 
-`/healthz` answers 200 while the work loop and kopf run (a dead loop means a restart is
-due); `/readyz` once kopf is ready (its startup done) and, on the active replica, its first
-round is done. A standby replica is ready too: it serves the webhook and takes over when
-the active one goes away.
+`/healthz` answers 200 while the work loop, the ConfigMap watch and kopf run (a dead one
+means a restart is due); `/readyz` once kopf is ready (its startup done) and, with the
+webhook, its server listens (`main._when_ready`). A standby replica is ready too: it serves
+the webhook and takes over when the active one goes away.
 """
 
 from __future__ import annotations

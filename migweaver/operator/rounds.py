@@ -13,8 +13,8 @@ write of the operator is serialised and made from a fresh read of the API:
 
 Everything it knows comes from the API in step 1, so a restarted operator continues
 where the last one stopped (DESIGN.md section 7). The only memory kept between rounds is
-what avoids repeating itself: the batching window and the last `MigUnschedulable` reason
-per pod.
+what avoids repeating itself: the batching window, whether pods wait for room, the last
+`MigUnschedulable` reason per pod and the MigLayouts already logged as left out.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from migweaver.core.allocation import Allocation
 from migweaver.core.batching import BatchWindow
 from migweaver.core.config import CONFIGMAP_NAME
-from migweaver.core.config_reload import ConfigInForce, reload
+from migweaver.core.config_reload import ConfigInForce, ReloadOutcome, reload
 from migweaver.core.metric_rows import InvalidLayout
 from migweaver.core.models import MIGLAYOUT_PLURAL, NODECONFIG_PLURAL
 from migweaver.core.nodeconfig_actions import mode_changes, nodeconfig_reports, status_patch
@@ -71,6 +71,9 @@ from migweaver.operator.metrics import OperatorMetrics
 from migweaver.operator.settings import COMPONENT, OperatorOptions
 
 log = logging.getLogger("migweaver.operator")
+
+
+_PodWritten = Literal["written", "stale", "refused"]
 
 
 @dataclass
@@ -150,7 +153,10 @@ class Operator:
             return await self._leading()
         except ApiError as exc:
             log.warning("cannot read the peering object: %s", exc)
-            return False
+        except Exception:
+            # Outside the round's own guard: a bug here must not end the work loop.
+            log.exception("cannot decide whether this replica leads; standing by")
+        return False
 
     async def run(self, stop: asyncio.Event) -> None:
         """Rounds until `stop`: on triggers, when the batch is due, every `resync_s`.
@@ -162,7 +168,7 @@ class Operator:
         while not stop.is_set():
             if not await self.leading():
                 last = -math.inf
-                await _wait_any(stop, stop, self.options.standby_poll_s)
+                await _wait_any(self.options.standby_poll_s, stop)
                 continue
             now = self._mono()
             until_resync = max(0.0, last + self.options.resync_s - now)
@@ -170,7 +176,7 @@ class Operator:
             timeout = until_resync if until_batch is None else min(until_resync, until_batch)
             self._reschedule.clear()
             if not self._wake.is_set() and timeout > 0:
-                await _wait_any(self._wake, stop, timeout, self._reschedule)
+                await _wait_any(timeout, self._wake, stop, self._reschedule)
             if stop.is_set():
                 return
             now = self._mono()
@@ -184,11 +190,11 @@ class Operator:
                 await self.round(resync=resync)
             except ApiError as exc:
                 log.warning("round failed, retrying: %s", exc)
-                await _wait_any(stop, stop, 1.0)
+                await _wait_any(1.0, stop)
             except Exception:
                 # A bug must not stop the operator for good: say so loudly, try again.
                 log.exception("round failed unexpectedly, retrying")
-                await _wait_any(stop, stop, 5.0)
+                await _wait_any(5.0, stop)
 
     async def read(self) -> ClusterState:
         pods, layouts, configs, nodes = await asyncio.gather(
@@ -199,23 +205,25 @@ class Operator:
             layouts=layouts.items,
             nodeconfigs=configs.items,
             nodes=nodes.items,
-            defaults=self.config.config.request_defaults(),
+            defaults=self.request_defaults(),
         )
 
-    def _log_left_out(self, invalid: Sequence[InvalidLayout]) -> None:
-        """Log each MigLayout the metrics leave out, once per reason (not every round)."""
-        now = {item.name: item.reason for item in invalid}
+    def _log_left_out(self, state: ClusterState, invalid: Sequence[InvalidLayout]) -> None:
+        """Log each MigLayout left out (it does not parse, or a second one for a GPU), once
+        per reason (not every round)."""
+        now = dict(state.invalid_layouts)
+        now.update((item.name, item.reason) for item in invalid)
         for name, reason in now.items():
             if self._left_out.get(name) != reason:
-                log.warning("MigLayout %s left out of the metrics: %s", name, reason)
+                log.warning("MigLayout %s left out: %s", name, reason)
         self._left_out = now
 
     async def round(self, *, resync: bool = False) -> None:
         """One round: NodeConfigs, releases, and a plan when the batch is due."""
         if resync:
-            await self.reload_config(await self.configmaps.get(CONFIGMAP_NAME))
+            await self.refresh_config()
         state = await self.read()
-        self._log_left_out(self.metrics.update_layouts(state.layout_bodies.values()))
+        self._log_left_out(state, self.metrics.update_layouts(state.layouts.values()))
         self.metrics.update_allocated(allocated_rows(state))
         self.metrics.set_pending(len(state.waiting))
         wrote = await self._nodeconfigs(state)
@@ -240,10 +248,26 @@ class Operator:
 
     # ------------------------------------------------------------------ config
 
+    async def refresh_config(self) -> None:
+        """Read the geometry ConfigMap and take it into account.
+
+        The read happens under the same lock as `reload_config`: a version the watch
+        delivers while this read is on its way is taken after it, never overwritten by it.
+        """
+        async with self._config_lock:
+            configmap = await self.configmaps.get(CONFIGMAP_NAME)
+            self.config, outcome = reload(self.config, configmap)
+        await self._report_reload(configmap, outcome)
+
     async def reload_config(self, configmap: Mapping[str, Any] | None) -> None:
         """Take a new version of the geometry ConfigMap (or its absence) into account."""
         async with self._config_lock:
             self.config, outcome = reload(self.config, configmap)
+        await self._report_reload(configmap, outcome)
+
+    async def _report_reload(
+        self, configmap: Mapping[str, Any] | None, outcome: ReloadOutcome
+    ) -> None:
         if outcome.outcome == "unchanged":
             return
         if outcome.outcome == "invalid" and configmap is not None:
@@ -269,6 +293,11 @@ class Operator:
             except (Conflict, NotFound):
                 self._wake.set()  # re-read and decide again
                 continue
+            except ApiError as exc:
+                if not _refused(exc):
+                    raise
+                log.warning("the API server refused the MIG mode of %s: %s", change.name, exc)
+                continue
             wrote = True
             mode = "on" if change.mig_enabled else "off (hami-core)"
             await self.events.record(
@@ -282,6 +311,11 @@ class Operator:
             try:
                 await self.nodeconfigs.patch_status(report.name, patch)
             except NotFound:
+                continue
+            except ApiError as exc:
+                if not _refused(exc):
+                    raise
+                log.warning("the API server refused the status of %s: %s", report.name, exc)
                 continue
             kind: EventType = (
                 "Normal" if report.ready or report.reason == "Switching" else "Warning"
@@ -310,10 +344,10 @@ class Operator:
         now = self._wall()
         patch = release_patch(waiting.body, allocation, state.hostname(allocation.node), int(now))
         meta = metadata_of(waiting.body)
-        try:
-            await self.pods.patch(str(meta.get("namespace")), str(meta.get("name")), patch)
-        except (Conflict, NotFound):
-            self._wake.set()
+        written = await self._patch_pod(waiting.key, patch)
+        if written != "written":
+            if written == "stale":
+                self._wake.set()
             return False
         self.metrics.pods_placed()
         created = parse_timestamp(meta.get("creationTimestamp"))
@@ -328,6 +362,26 @@ class Operator:
         await self._condition(waiting.body, ready_condition(allocation), only_if_present=True)
         log.info("released pod %s to %s", waiting.key, allocation.node)
         return True
+
+    async def _patch_pod(self, key: str, patch: Mapping[str, Any]) -> _PodWritten:
+        """Merge-patch the pod `key` (`namespace/name`).
+
+        `written`; `stale` when it changed or went meanwhile (409, 404: the caller re-reads);
+        `refused` (logged) when the API server refuses this pod's write (403, 422, an
+        admission webhook's denial), so one pod never stops every round for all the others.
+        An API server not reached or failing (0, 5xx) raises: the whole round is retried.
+        """
+        namespace, _, name = key.partition("/")
+        try:
+            await self.pods.patch(namespace, name, patch)
+        except (Conflict, NotFound):
+            return "stale"
+        except ApiError as exc:
+            if not _refused(exc):
+                raise
+            log.warning("the API server refused the write of pod %s: %s", key, exc)
+            return "refused"
+        return "written"
 
     async def _condition(
         self,
@@ -365,18 +419,16 @@ class Operator:
         for name in writes.skipped:
             log.error("withheld a patch of MigLayout %s that would drop a busy instance", name)
         outcome = _Outcome()
-        reserved = {inst: pod for per_gpu in result.reservations.values() for inst, pod in per_gpu}
         for write in writes.layouts:
-            if not await self._write_layout(write, reserved):
+            if not await self._write_layout(write):
                 outcome.again = True
                 return outcome  # re-read and re-plan: never write pods against a stale layout
             outcome.wrote = True
         by_key = {w.key: w for w in state.waiting}
         for pod_write in writes.pods:
-            try:
-                await self.pods.patch(pod_write.namespace, pod_write.name, pod_write.patch)
-            except (Conflict, NotFound):
-                outcome.again = True
+            written = await self._patch_pod(pod_write.key, pod_write.patch)
+            if written != "written":
+                outcome.again = outcome.again or written == "stale"
                 continue
             outcome.wrote = True
             if pod_write.reservation is not None:
@@ -385,11 +437,7 @@ class Operator:
                 await self.events.record(body, "MigPlanned", message)
                 await self._condition(body, planned_condition(message), only_if_present=True)
         for key in writes.ungate:
-            body = by_key[key].body
-            meta = metadata_of(body)
-            try:
-                await self.pods.patch(str(meta["namespace"]), str(meta["name"]), ungate_patch(body))
-            except (Conflict, NotFound):
+            if await self._patch_pod(key, ungate_patch(by_key[key].body)) == "stale":
                 outcome.again = True
         told = reasons_already_told({w.key: w.body for w in state.waiting})
         events, self._said = unschedulable_events({**told, **self._said}, writes.unplaceable)
@@ -401,7 +449,7 @@ class Operator:
         self._unplaced = bool(writes.unplaceable)
         return outcome
 
-    async def _write_layout(self, write: LayoutWrite, reserved: Mapping[Any, str]) -> bool:
+    async def _write_layout(self, write: LayoutWrite) -> bool:
         try:
             body = await self.layouts.patch(write.name, write.patch)
         except Conflict:
@@ -413,19 +461,25 @@ class Operator:
             log.warning("could not write MigLayout %s: %s", write.name, exc)
             return False
         self.metrics.reconfiguration("applied")
-        await self.events.record(body, "LayoutChanged", layout_change_message(write, reserved))
+        await self.events.record(body, "LayoutChanged", layout_change_message(write))
         return True
+
+
+def _refused(exc: ApiError) -> bool:
+    """Whether the API server refused this one write (403, 422, an admission webhook's
+    denial: a 4xx), rather than failing as a whole (0: not reached, 5xx). A refused write is
+    logged and the round goes on with the other objects; a failing server fails the round,
+    which is retried. Conflict (409) and NotFound (404) are each caller's own business."""
+    return 400 <= exc.status < 500
 
 
 def _rfc3339(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
-async def _wait_any(
-    first: asyncio.Event, second: asyncio.Event, seconds: float, *more: asyncio.Event
-) -> None:
+async def _wait_any(seconds: float, *events: asyncio.Event) -> None:
     """Until any of the events is set or `seconds` passed."""
-    waiters = [asyncio.ensure_future(e.wait()) for e in (first, second, *more)]
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
     try:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):

@@ -47,8 +47,14 @@ async def test_an_existing_peering_object_is_left_alone() -> None:
     assert peerings.created == []
 
 
-async def test_another_replica_creating_it_first_is_fine() -> None:
-    await ensure(Peerings(fail=Conflict(409, "AlreadyExists", "create")))
+async def test_another_replica_creating_it_first_is_fine(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    peerings = Peerings(fail=Conflict(409, "AlreadyExists", "create"))
+    with caplog.at_level(logging.WARNING, logger="migweaver.operator"):
+        await ensure(peerings)
+    assert peerings.created == []
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 async def test_no_right_to_create_it_is_logged_not_raised(

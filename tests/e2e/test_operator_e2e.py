@@ -17,7 +17,7 @@ import shutil
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,7 @@ from migweaver.core.allocation import (
     parse_allocation,
 )
 from migweaver.core.config import CONFIGMAP_NAME
-from migweaver.core.metric_rows import InvalidLayout
+from migweaver.core.metric_rows import InvalidLayout, LayoutInput
 from migweaver.core.models import LABEL_NODE, node_label_value
 from migweaver.core.operator_state import PLACEMENT_GATE
 from migweaver.core.pod_condition import CONDITION_TYPE
@@ -357,7 +357,7 @@ class RoundSignallingMetrics(OperatorMetrics):
         super().__init__()
         self.refreshed = asyncio.Event()
 
-    def update_layouts(self, layouts: Iterable[Mapping[str, Any]]) -> tuple[InvalidLayout, ...]:
+    def update_layouts(self, layouts: Iterable[LayoutInput]) -> tuple[InvalidLayout, ...]:
         invalid = super().update_layouts(layouts)
         self.refreshed.set()
         return invalid

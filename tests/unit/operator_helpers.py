@@ -125,6 +125,21 @@ def nodeconfig(
     return body
 
 
+def _mig_device(node_name: str, device: tuple[int, str, int, int]) -> JsonDict:
+    """The fields of a 1g.10gb-sized MIG device (gpu index, profile, start, size), as a
+    reservation and an allocation both name it."""
+    index, profile, start, size = device
+    return {
+        "gpu_uuid": gpu_uuid(node_name, index),
+        "gpu_index": index,
+        "mode": "mig",
+        "profile": profile,
+        "placement": PlacementModel(start=start, size=size),
+        "memory_mib": 9728,
+        "cores": 14,
+    }
+
+
 def reservation(
     node_name: str, *devices: tuple[int, str, int, int], container: str = "main"
 ) -> PodReservation:
@@ -134,18 +149,7 @@ def reservation(
         containers=[
             ContainerReservation(
                 name=container,
-                devices=[
-                    ReservedDevice(
-                        gpu_uuid=gpu_uuid(node_name, i),
-                        gpu_index=i,
-                        mode="mig",
-                        profile=p,
-                        placement=PlacementModel(start=s, size=z),
-                        memory_mib=9728,
-                        cores=14,
-                    )
-                    for i, p, s, z in devices
-                ],
+                devices=[ReservedDevice(**_mig_device(node_name, d)) for d in devices],
             )
         ],
     )
@@ -179,16 +183,9 @@ def allocation(node_name: str, *devices: tuple[int, str, int, int]) -> Allocatio
                 name="main",
                 devices=[
                     AllocatedDevice(
-                        gpu_uuid=gpu_uuid(node_name, i),
-                        gpu_index=i,
-                        mode="mig",
-                        profile=p,
-                        placement=PlacementModel(start=s, size=z),
-                        mig_uuid=mig_uuid(node_name, i, s),
-                        memory_mib=9728,
-                        cores=14,
+                        **_mig_device(node_name, d), mig_uuid=mig_uuid(node_name, d[0], d[2])
                     )
-                    for i, p, s, z in devices
+                    for d in devices
                 ],
             )
         ],

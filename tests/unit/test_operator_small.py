@@ -71,6 +71,16 @@ STALE = "2024-05-01T11:50:00+00:00"
             False,
             id="long-lifetime-still-alive",
         ),
+        pytest.param(
+            {"other": {"priority": 9, "lastseen": FRESH, "lifetime": 10**12}},
+            False,
+            id="lifetime-beyond-the-calendar-is-alive",
+        ),
+        pytest.param(
+            {"other": {"priority": 9, "lastseen": FRESH, "lifetime": -(10**12)}},
+            True,
+            id="lifetime-before-the-calendar-is-dead",
+        ),
     ],
 )
 def test_leadership(peers: dict[str, Any] | None, active: bool) -> None:

@@ -111,7 +111,22 @@ def test_mig_switch_is_part_of_the_layout_patch() -> None:
     (write,) = writes.layouts
     assert write.patch["spec"]["migEnabled"] is True
     assert write.mig_enabled is True
-    assert "MIG mode on" in layout_change_message(write, {})
+    assert "MIG mode on" in layout_change_message(write)
+
+
+def test_layout_change_names_the_pods_of_its_own_gpu() -> None:
+    # Both GPUs get the same new instance (7g.80gb@0:8), each for another pod: each
+    # LayoutChanged message names the pod reserved on that GPU, and only that one.
+    writes, _ = writes_for(
+        [pod("p", mem=80000), pod("q", mem=80000)], [layout("n", 0), layout("n", 1)]
+    )
+    on_gpu = {w.reservation.devices[0].gpu_index: w.key for w in writes.pods if w.reservation}
+    assert sorted(on_gpu.values()) == ["default/p", "default/q"]
+    assert len(writes.layouts) == 2
+    for write in writes.layouts:
+        assert write.for_pods == (on_gpu[write.gpu[1]],)
+        message = layout_change_message(write)
+        assert message == f"instances none -> 7g.80gb@0:8; for {on_gpu[write.gpu[1]]}"
 
 
 P = Placement
