@@ -31,14 +31,14 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from benchmarks.workloads import random_instances
+from benchmarks.workloads import gpu_state, random_instances
 from migweaver.core.catalog import get_model
 from migweaver.core.config import DeviceConfig, NvidiaConfig, load_device_config
 from migweaver.core.geometry import PlacedInstance, valid_layouts
 from migweaver.core.plan import PlannerOptions
 from migweaver.core.profiles import MigProfile, ProfileTable
 from migweaver.core.requests import ContainerDemand, PodDemand, VgpuMode
-from migweaver.core.snapshot import GpuState, NodeState, Share, Snapshot, fake_gpu_uuid
+from migweaver.core.snapshot import GpuState, NodeState, Share, Snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("A100-SXM4-40GB", "A100-SXM4-80GB", "H100-SXM5-80GB", "A30-24GB")
@@ -100,21 +100,8 @@ def random_instance(rng: random.Random) -> tuple[Snapshot, list[PodDemand], Devi
                     Share(f"run/{name}-{index}-{k}", rng.choice((4000, 8000)), rng.choice((0, 30)))
                     for k in range(rng.randint(1, 2))
                 )
-            gpus.append(
-                GpuState(
-                    node=name,
-                    index=index,
-                    uuid=fake_gpu_uuid(name, index),
-                    name=f"NVIDIA {model.key}",
-                    model=model.key,
-                    mode="hami-core" if hami else "mig",
-                    mig_enabled=not hami and (bool(instances) or rng.random() < 0.8),
-                    table=model.table,
-                    memory_mib=model.memory_mib,
-                    instances=instances,
-                    shares=shares,
-                )
-            )
+            enabled = not hami and (bool(instances) or rng.random() < 0.8)
+            gpus.append(gpu_state(name, index, model, hami, enabled, instances, shares))
         nodes.append(NodeState(name, "hami-core" if hami else "mig", tuple(gpus)))
     pods = [random_pod(rng, i) for i in range(rng.randint(3, 12))]
     config = shipped_config() if rng.random() < 0.5 else no_geometry_config()

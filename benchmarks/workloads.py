@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from migweaver.core.catalog import get_model
+from migweaver.core.catalog import GpuModel, get_model
 from migweaver.core.geometry import free_placements
 from migweaver.core.requests import ContainerDemand, PodDemand, VgpuMode
 from migweaver.core.snapshot import (
@@ -46,6 +46,32 @@ def random_instances(
     return tuple(sorted(placed, key=lambda i: i.placement))
 
 
+def gpu_state(
+    node: str,
+    index: int,
+    model: GpuModel,
+    hami: bool,
+    mig_enabled: bool,
+    instances: tuple[InstanceState, ...],
+    shares: tuple[Share, ...],
+) -> GpuState:
+    """A GPU of a catalog model on a `mig` (or, `hami`, hami-core) node, with a made-up
+    UUID and the NVML name `NVIDIA <model>`."""
+    return GpuState(
+        node=node,
+        index=index,
+        uuid=fake_gpu_uuid(node, index),
+        name=f"NVIDIA {model.key}",
+        model=model.key,
+        mode="hami-core" if hami else "mig",
+        mig_enabled=mig_enabled,
+        table=model.table,
+        memory_mib=model.memory_mib,
+        instances=instances,
+        shares=shares,
+    )
+
+
 def random_cluster(
     rng: random.Random,
     nodes: int,
@@ -75,21 +101,7 @@ def random_cluster(
                 )
             elif busy:
                 instances = random_instances(rng, model.key, f"default/{name}-{index}")
-            gpus.append(
-                GpuState(
-                    node=name,
-                    index=index,
-                    uuid=fake_gpu_uuid(name, index),
-                    name=f"NVIDIA {model.key}",
-                    model=model.key,
-                    mode="hami-core" if hami else "mig",
-                    mig_enabled=not hami,
-                    table=model.table,
-                    memory_mib=model.memory_mib,
-                    instances=instances,
-                    shares=shares,
-                )
-            )
+            gpus.append(gpu_state(name, index, model, hami, not hami, instances, shares))
         result.append(NodeState(name, "hami-core" if hami else "mig", tuple(gpus)))
     return Snapshot(tuple(result), now=1_700_000_000.0)
 

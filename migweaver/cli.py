@@ -91,17 +91,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from migweaver.core import config as config_mod
 
     path: str = args.file
-    try:
-        if path == "-":
-            text, source = sys.stdin.read(), "<stdin>"
-        else:
-            with open(path, encoding="utf-8") as handle:
-                text, source = handle.read(), path
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        print(f"error: cannot read {path}: {reason}", file=sys.stderr)
+    text = _read_text(path, stdin=True)
+    if text is None:
         return 1
-    result = config_mod.load_device_config(text, source)
+    result = config_mod.load_device_config(text, "<stdin>" if path == "-" else path)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if not result.ok:
@@ -153,9 +146,12 @@ def cmd_crds(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_text(path: str) -> str | None:
-    """The file's text, or None after printing why it cannot be read."""
+def _read_text(path: str, *, stdin: bool = False) -> str | None:
+    """The file's text (with `stdin`, `-` is standard input), or None after printing why
+    it cannot be read."""
     try:
+        if stdin and path == "-":
+            return sys.stdin.read()
         with open(path, encoding="utf-8") as handle:
             return handle.read()
     except (OSError, UnicodeDecodeError) as exc:
@@ -183,7 +179,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         loaded = config_mod.load_device_config(str(texts[2]), args.config)
         if not loaded.ok:
             for issue in loaded.errors:
-                print(f"error: {args.config}: {issue}", file=sys.stderr)
+                print(f"error: {issue.in_file(args.config)}", file=sys.stderr)
             return 1
         config = loaded.config
     defaults = config.request_defaults() if config else RequestDefaults()
@@ -214,13 +210,18 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from migweaver import logs
     from migweaver.agent.main import AgentOptions, run_agent
 
-    logs.configure(args.log_level)
     if not args.node_name:
         print("error: --node-name (or the NODE_NAME variable) is required", file=sys.stderr)
         return 2
     if args.device_split_count < 1:
         print("error: --device-split-count must be at least 1", file=sys.stderr)
         return 2
+    if args.resync < 1:
+        # It is also the watch timeout: 0 would re-list the API and re-read every GPU
+        # in a hot loop.
+        print("error: --resync must be at least 1 (seconds)", file=sys.stderr)
+        return 2
+    logs.configure(args.log_level)
     where = {"plugin_dir": args.device_plugin_dir} if args.device_plugin_dir else {}
     options = AgentOptions(
         **where,

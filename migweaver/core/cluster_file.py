@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any, Final
 
 import yaml
@@ -29,8 +30,9 @@ from migweaver.core.snapshot import (
     fake_gpu_uuid,
 )
 
-__all__ = ["InputError", "PodsFile", "load_cluster", "load_pods"]
+__all__ = ["InputError", "PodsFile", "load_cluster", "load_pods", "yaml_documents"]
 
+_TOP_KEYS: Final = ("nodes", "now")
 _NODE_KEYS: Final = ("name", "mode", "labels", "unschedulable", "ready", "taints", "gpus")
 _TAINT_KEYS: Final = ("key", "value", "effect")
 _TAINT_EFFECTS: Final = ("NoSchedule", "PreferNoSchedule", "NoExecute")
@@ -38,6 +40,9 @@ _GPU_KEYS: Final = (
     "model", "count", "index", "uuid", "name", "memoryMiB", "policy", "migEnabled",
     "instances", "shares",
 )  # fmt: skip
+_MAX_GPUS_PER_ENTRY: Final = 64
+"""A bound on `count` (as in simulation scenarios): a typo such as 1000000000 would
+otherwise build that many GPUs before anything else is checked."""
 _INSTANCE_KEYS: Final = ("profile", "placement", "inUse", "pod", "uuid")
 _SHARE_KEYS: Final = ("pod", "memoryMiB", "cores")
 
@@ -59,8 +64,17 @@ class _Errors:
         where = f"{self.source}: {path}" if path else self.source
         self.messages.append(f"{where}: {message}")
 
+    def unknown_keys(self, path: str, raw: Mapping[Any, Any], known: Sequence[str]) -> None:
+        """One error for each key of the mapping at `path` that is not `known` (a typo)."""
+        for key in raw:
+            if key not in known:
+                where = f"{path}.{key}" if path else str(key)
+                self.add(where, f"unknown key (expected: {', '.join(known)})")
 
-def _yaml_documents(text: str, source: str) -> list[Any]:
+
+def yaml_documents(text: str, source: str) -> list[Any]:
+    """Every document of a YAML text (None for an empty one); `InputError` naming the
+    file (and the line, when PyYAML knows it) for anything PyYAML cannot read."""
     try:
         return list(yaml.safe_load_all(text))
     except yaml.MarkedYAMLError as exc:
@@ -69,6 +83,11 @@ def _yaml_documents(text: str, source: str) -> list[Any]:
         raise InputError([f"{where}: invalid YAML: {exc.problem}"]) from None
     except yaml.YAMLError as exc:
         raise InputError([f"{source}: invalid YAML: {exc}"]) from None
+    except ValueError as exc:
+        # PyYAML's timestamp constructor on a date that does not exist (2024-13-01).
+        raise InputError([f"{source}: invalid YAML: {exc}"]) from None
+    except RecursionError:
+        raise InputError([f"{source}: invalid YAML: nested too deeply"]) from None
 
 
 def _kind(value: Any) -> str:
@@ -79,6 +98,12 @@ def _kind(value: Any) -> str:
     if value is None:
         return "nothing"
     return f"{type(value).__name__} {value!r}"
+
+
+def _time_text(value: Any) -> Any:
+    """A time as the API writes it (text): an unquoted time in the YAML is a date or
+    datetime to PyYAML, and would otherwise count as no time at all."""
+    return value.isoformat() if isinstance(value, date) else value
 
 
 def _is_int(value: Any) -> bool:
@@ -107,7 +132,7 @@ class _GpuSpec:
 
 def load_cluster(text: str, source: str = "cluster.yaml") -> Snapshot:
     """Parse CLUSTER.yaml. Raises `InputError` listing every problem."""
-    documents = [d for d in _yaml_documents(text, source) if d is not None]
+    documents = [d for d in yaml_documents(text, source) if d is not None]
     errors = _Errors(source)
     if len(documents) != 1 or not isinstance(documents[0], Mapping):
         got = "no document" if not documents else _kind(documents[0])
@@ -115,14 +140,11 @@ def load_cluster(text: str, source: str = "cluster.yaml") -> Snapshot:
             got = f"{len(documents)} documents"
         raise InputError([f"{source}: expected one mapping with a `nodes:` list, got {got}"])
     doc = documents[0]
-    for key in doc:
-        if key not in ("nodes", "now"):
-            errors.add(str(key), "unknown key (expected: nodes, now)")
+    errors.unknown_keys("", doc, _TOP_KEYS)
     now = 0.0
     if doc.get("now") is not None:
         raw_now = doc["now"]
-        stamp = raw_now.isoformat() if hasattr(raw_now, "isoformat") else str(raw_now)
-        now = parse_timestamp(stamp)
+        now = parse_timestamp(str(_time_text(raw_now)))
         if now == float("inf"):
             errors.add(
                 "now", f"expected an RFC 3339 time such as 2024-05-01T12:00:00Z, got {raw_now!r}"
@@ -152,9 +174,7 @@ def _node(errors: _Errors, path: str, raw: Any, seen_uuids: set[str]) -> NodeSta
     if not isinstance(raw, Mapping):
         errors.add(path, f"expected a node mapping, got {_kind(raw)}")
         return None
-    for key in raw:
-        if key not in _NODE_KEYS:
-            errors.add(f"{path}.{key}", f"unknown key (expected: {', '.join(_NODE_KEYS)})")
+    errors.unknown_keys(path, raw, _NODE_KEYS)
     name = raw.get("name")
     if not isinstance(name, str) or not name:
         errors.add(f"{path}.name", f"expected a node name, got {_kind(name)}")
@@ -219,12 +239,7 @@ def _taints(errors: _Errors, path: str, raw: Any) -> tuple[Taint, ...]:
             item = {"key": name, "value": text, "effect": tail}
         elif isinstance(raw_item, Mapping):
             item = raw_item
-            for field_name in item:
-                if field_name not in _TAINT_KEYS:
-                    errors.add(
-                        f"{where}.{field_name}",
-                        f"unknown key (expected: {', '.join(_TAINT_KEYS)})",
-                    )
+            errors.unknown_keys(where, item, _TAINT_KEYS)
         else:
             errors.add(
                 where, f"expected a taint mapping or key=value:Effect, got {_kind(raw_item)}"
@@ -294,9 +309,7 @@ def _gpu_spec(errors: _Errors, path: str, raw: Any) -> _GpuSpec | None:
     if not isinstance(raw, Mapping):
         errors.add(path, f"expected a GPU mapping, got {_kind(raw)}")
         return None
-    for key in raw:
-        if key not in _GPU_KEYS:
-            errors.add(f"{path}.{key}", f"unknown key (expected: {', '.join(_GPU_KEYS)})")
+    errors.unknown_keys(path, raw, _GPU_KEYS)
     model_name = raw.get("model")
     model = None
     if isinstance(model_name, str):
@@ -308,8 +321,11 @@ def _gpu_spec(errors: _Errors, path: str, raw: Any) -> _GpuSpec | None:
         )
         return None
     count = raw.get("count", 1)
-    if not _is_int(count) or count < 1:
-        errors.add(f"{path}.count", f"expected a whole number >= 1, got {count!r}")
+    if not _is_int(count) or not 1 <= count <= _MAX_GPUS_PER_ENTRY:
+        errors.add(
+            f"{path}.count",
+            f"expected a whole number from 1 to {_MAX_GPUS_PER_ENTRY}, got {count!r}",
+        )
         count = 1
     index = raw.get("index")
     if index is not None and (not _is_int(index) or index < 0):
@@ -350,9 +366,7 @@ def _instances(errors: _Errors, path: str, raw: Any, model: GpuModel) -> list[In
         if not isinstance(item, Mapping):
             errors.add(where, f"expected an instance mapping, got {_kind(item)}")
             continue
-        for key in item:
-            if key not in _INSTANCE_KEYS:
-                errors.add(f"{where}.{key}", f"unknown key (expected: {', '.join(_INSTANCE_KEYS)})")
+        errors.unknown_keys(where, item, _INSTANCE_KEYS)
         name = item.get("profile")
         profile = model.table.get(name) if isinstance(name, str) else None
         if profile is None:
@@ -412,9 +426,7 @@ def _shares(errors: _Errors, path: str, raw: Any) -> list[Share]:
         if not isinstance(item, Mapping):
             errors.add(where, f"expected a share mapping, got {_kind(item)}")
             continue
-        for key in item:
-            if key not in _SHARE_KEYS:
-                errors.add(f"{where}.{key}", f"unknown key (expected: {', '.join(_SHARE_KEYS)})")
+        errors.unknown_keys(where, item, _SHARE_KEYS)
         pod, memory, cores = item.get("pod"), item.get("memoryMiB", 0), item.get("cores", 0)
         if not isinstance(pod, str) or not pod:
             errors.add(f"{where}.pod", f"expected namespace/name, got {_kind(pod)}")
@@ -451,7 +463,7 @@ def load_pods(
     demands: list[PodDemand] = []
     invalid: list[InvalidRequest] = []
     no_gpu: list[str] = []
-    for i, doc in enumerate(_yaml_documents(text, source)):
+    for i, doc in enumerate(yaml_documents(text, source)):
         if doc is None:
             continue
         where = f"document {i + 1}"
@@ -464,8 +476,11 @@ def load_pods(
             continue
         pod: Mapping[str, Any] = doc
         metadata = doc.get("metadata")
-        if isinstance(metadata, Mapping) and not metadata.get("namespace"):
-            pod = {**doc, "metadata": {**metadata, "namespace": "default"}}
+        if isinstance(metadata, Mapping):
+            filled = {**metadata, "namespace": metadata.get("namespace") or "default"}
+            if "creationTimestamp" in metadata:
+                filled["creationTimestamp"] = _time_text(metadata["creationTimestamp"])
+            pod = {**doc, "metadata": filled}
         result = parse_pod(pod, defaults)
         if isinstance(result, InvalidRequest):
             invalid.append(result)

@@ -218,6 +218,11 @@ class ConfigIssue:
     def __str__(self) -> str:
         return f"{self.path}: {self.message}" if self.path else self.message
 
+    def in_file(self, source: str) -> str:
+        """The issue after the name of its file, said once: an issue about the file as a
+        whole (invalid YAML, an empty document) already has it as its path."""
+        return str(self) if self.path == source else f"{source}: {self}"
+
 
 @dataclass(frozen=True, slots=True)
 class ConfigResult:
@@ -361,7 +366,7 @@ def _parse_yaml(
         return None
     document = documents[index]
     if isinstance(document, Mapping) and document.get("kind") == "ConfigMap":
-        return _configmap_text(document, text, index, source, issues)
+        return _configmap_text(document, text, index, issues)
     return document
 
 
@@ -396,7 +401,7 @@ def _configmap_name(document: Mapping[Any, Any]) -> Any:
 
 
 def _configmap_text(
-    document: Mapping[Any, Any], text: str, index: int, source: str, issues: _Issues
+    document: Mapping[Any, Any], text: str, index: int, issues: _Issues
 ) -> _ConfigMapText | None:
     name = _configmap_name(document)
     label = f"ConfigMap {name!r}" if isinstance(name, str) else "the ConfigMap"

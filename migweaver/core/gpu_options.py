@@ -34,8 +34,10 @@ __all__ = [
     "GpuOptions",
     "GpuType",
     "Inst",
+    "inst_mask",
     "Option",
     "View",
+    "profile_serves",
     "resolve_geometries",
 ]
 
@@ -143,22 +145,11 @@ class GpuType:
         self.by_size = tuple(sorted(allowed, key=lambda i: profile_size_key(profiles[i])))
 
     def serves(self, pidx: int, req: DeviceReq) -> bool:
-        """Whether an instance of profile `pidx` gives the device at least what it asks.
-
-        Memory in MiB compares with NVML's physical size. A percentage compares with the
-        profile's share of the memory slices: NVML splits memory into equal slices, and
-        the per-instance MiB differ a little by overhead, so "50 %" must still mean the
-        half-GPU profile. Cores are a floor on the share of compute slices.
-        """
+        """Whether an instance of profile `pidx` gives the device at least what it asks
+        (`profile_serves`)."""
         if pidx < 0:
             return False
-        p = self.table.profiles[pidx]
-        if req.memory_mib:
-            if p.memory_mib < req.memory_mib:
-                return False
-        elif p.memory_slices * 100 < req.memory_percentage * self.table.memory_slots:
-            return False
-        return p.compute_slices * 100 >= req.cores * self.compute
+        return profile_serves(self.table, self.table.profiles[pidx], req)
 
     def instance_cores(self, pidx: int) -> int:
         """Percent of the GPU's compute an instance of `pidx` has (rounded down)."""
@@ -174,6 +165,24 @@ class GpuType:
         """The instance as a layout entry, with its snapshot name when it has one."""
         name = (names or {}).get(inst) or self.table.profiles[inst[2]].name
         return PlacedInstance(name, Placement(inst[0], inst[1]))
+
+
+def profile_serves(table: ProfileTable, profile: MigProfile, req: DeviceReq) -> bool:
+    """Whether an instance of `profile` (of a GPU with `table`) gives a device at least
+    what `req` asks.
+
+    Memory in MiB compares with NVML's physical size. A percentage compares with the
+    profile's share of the memory slices: NVML splits memory into equal slices, and the
+    per-instance MiB differ a little by overhead, so "50 %" must still mean the half-GPU
+    profile. Cores are a floor on the share of compute slices.
+    """
+    if req.memory_mib:
+        if profile.memory_mib < req.memory_mib:
+            return False
+    elif profile.memory_slices * 100 < req.memory_percentage * table.memory_slots:
+        return False
+    compute = max(p.compute_slices for p in table.profiles)
+    return profile.compute_slices * 100 >= req.cores * compute
 
 
 RANK_LENGTH = 8
@@ -213,7 +222,8 @@ def _rank(
     return (min(kind, KIND_SHARE), destroyed, switch, fraction, mib, pack, loss, work)
 
 
-def _mask(inst: Inst) -> int:
+def inst_mask(inst: Inst) -> int:
+    """The memory slots an instance occupies, as a bit mask (bit i = slot i)."""
     return ((1 << inst[1]) - 1) << inst[0]
 
 
@@ -351,7 +361,7 @@ class GpuOptions:
         new_profiles, any_profiles = self.serving(view.tid, req)
         used = 0
         for inst in view.busy:
-            used |= _mask(inst)
+            used |= inst_mask(inst)
         best: Option | None = None
         # Nothing runs on the GPU and its layout may change: its idle instances are worth
         # keeping only at their size, never as an oversized device (below).
@@ -361,7 +371,7 @@ class GpuOptions:
                 if inst[2] not in any_profiles:
                     continue
                 p = t.table.profiles[inst[2]]
-                loss = t.shape.fragmentation_loss(used, _mask(inst))
+                loss = t.shape.fragmentation_loss(used, inst_mask(inst))
                 rank = _rank(KIND_EXISTING, 0, 0, loss, self._fraction(t, p), p.memory_mib, pack)
                 if best is None or (rank, inst) < (best.rank, best.inst):
                     best = Option(rank, KIND_EXISTING, inst, (), 0, 0)
@@ -454,7 +464,7 @@ class GpuOptions:
     ) -> NewInstance | None:
         used = 0
         for inst in view.busy:
-            used |= _mask(inst)
+            used |= inst_mask(inst)
         busy_counts = _counts(view.busy, len(t.table.profiles))
         best: NewInstance | None = None
         best_rank: tuple[int, ...] = ()
@@ -504,8 +514,8 @@ class GpuOptions:
         geometry: those overlapping it; and if the geometry's rest then does not fit,
         every idle instance (busy ones never move).
         """
-        destroyed = tuple(i for i in view.idle if _mask(i) & mask)
-        kept = tuple(i for i in view.idle if not _mask(i) & mask)
+        destroyed = tuple(i for i in view.idle if inst_mask(i) & mask)
+        kept = tuple(i for i in view.idle if not inst_mask(i) & mask)
         if gi is None:
             same = sum(1 for i in (*view.busy, *kept) if i[2] == inst[2])
             return destroyed if same < t.table.profiles[inst[2]].max_count else None

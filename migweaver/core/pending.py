@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from migweaver.core.gpu_options import DeviceReq
 from migweaver.core.node_fit import PodConstraints
@@ -67,19 +67,41 @@ class PendingPod:
     def has_uuid_filter(self) -> bool:
         return self.use_uuid is not None or bool(self.nouse_uuid)
 
+    def allows_mode(self, mode: str) -> bool:
+        """`nvidia.com/vgpu-mode` lets the pod onto a GPU shared in `mode`."""
+        return self.allow_mig if mode == "mig" else self.allow_hami
+
+    def allows_gpu_name(self, name_upper: str) -> bool:
+        """`use-gputype` / `nouse-gputype` (substrings) let the pod onto a GPU of this NVML
+        name, upper-cased."""
+        if self.use_gputype and not any(t in name_upper for t in self.use_gputype):
+            return False
+        return not any(t in name_upper for t in self.nouse_gputype)
+
+    def allows_uuid(self, uuid: str) -> bool:
+        """`use-gpuuuid` / `nouse-gpuuuid` let the pod onto the GPU with this UUID."""
+        if self.use_uuid is not None and uuid not in self.use_uuid:
+            return False
+        return uuid not in self.nouse_uuid
+
     @property
     def order_key(self) -> tuple[int, float, str]:
         return (-self.demand.pod_priority, self.created, self.key)
 
 
 def parse_timestamp(text: str | None) -> float:
-    """RFC 3339 (`2024-05-01T12:00:00Z`) to epoch seconds; +inf when absent or bad."""
+    """RFC 3339 (`2024-05-01T12:00:00Z`) to epoch seconds; +inf when absent or bad.
+
+    A time without an offset is UTC, as Kubernetes' times are, never the machine's zone:
+    the same input must give the same plan everywhere.
+    """
     if not text:
         return math.inf
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return math.inf
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
 def pending_pod(demand: PodDemand) -> PendingPod:

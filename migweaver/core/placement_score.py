@@ -52,7 +52,6 @@ class ProfileGeometry:
             0 if p.media_extensions else _CLASS_BASE ** rank[p.memory_slices]
             for p in self.table.profiles
         )
-        self._capacity = {}
 
     def capacity(self, used_mask: int) -> int:
         """What can still be created around `used_mask`, as one comparable integer."""

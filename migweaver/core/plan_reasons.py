@@ -51,7 +51,7 @@ def _failed_filters(t: GpuType, gpu: GpuState, pod: PendingPod) -> list[str]:
     """The pod's filters that exclude this GPU, each as `annotation=value`."""
     d = pod.demand
     failed = []
-    if (t.mode == "mig" and not pod.allow_mig) or (t.mode == "hami-core" and not pod.allow_hami):
+    if not pod.allows_mode(t.mode):
         failed.append(f"{ANNOTATION_VGPU_MODE}={d.mode.value if d.mode else ''}")
     if pod.use_gputype and not any(u in t.name_upper for u in pod.use_gputype):
         failed.append(f"{ANNOTATION_USE_GPUTYPE}={','.join(d.use_gputype)}")
@@ -198,7 +198,7 @@ def _label(gpus: Sequence[GpuState]) -> str:
     return min(gpus, key=lambda g: g.key).label
 
 
-def _no_room(opts: GpuOptions, pod: PendingPod, req: DeviceReq, eligible: Groups) -> str:
+def _no_room(opts: GpuOptions, req: DeviceReq, eligible: Groups) -> str:
     """`no eligible GPU has a free placement for X; largest free: Y on node/gpuN`."""
     needed_mig: tuple[tuple[int, ...], str] | None = None
     mig_free: tuple[tuple[int, ...], str] | None = None
@@ -271,7 +271,7 @@ def explain(
             opts.best(vid, req, pod.allow_mig, pod.allow_hami, pod.spread_gpu) is not None
             for vid, _ in eligible
         ):
-            return CODE_NO_ROOM, _no_room(opts, pod, req, eligible) + suffix
+            return CODE_NO_ROOM, _no_room(opts, req, eligible) + suffix
     offer = best_offer()
     needed = pod.total_devices
     if offer is None:

@@ -348,9 +348,8 @@ class _Planner:
         code, reason = self._explain(pod)
         holds: tuple[GpuKey, ...] = ()
         waited = self.snapshot.now - pod.created
-        can_wait = code in (CODE_NO_ROOM, CODE_NOT_ON_ONE_NODE)
         if (
-            can_wait
+            code in _CAN_FIT_LATER
             and waited >= self.options.starvation_after
             and self._holders < self.options.max_holds
         ):
@@ -389,7 +388,7 @@ class _Planner:
             self._eligible[key] = eligible
         if pod.has_uuid_filter:
             eligible = tuple(
-                ok and _uuid_passes(g.state.uuid, pod)
+                ok and pod.allows_uuid(g.state.uuid)
                 for ok, g in zip(eligible, node.gpus, strict=True)
             )
         return eligible
@@ -814,16 +813,4 @@ def _unique_in_order(pods: Iterable[PendingPod]) -> list[PendingPod]:
 
 
 def _type_passes(t: GpuType, pod: PendingPod) -> bool:
-    if t.mode == "mig" and not pod.allow_mig:
-        return False
-    if t.mode == "hami-core" and not pod.allow_hami:
-        return False
-    if pod.use_gputype and not any(u in t.name_upper for u in pod.use_gputype):
-        return False
-    return not any(u in t.name_upper for u in pod.nouse_gputype)
-
-
-def _uuid_passes(uuid: str, pod: PendingPod) -> bool:
-    if pod.use_uuid is not None and uuid not in pod.use_uuid:
-        return False
-    return uuid not in pod.nouse_uuid
+    return pod.allows_mode(t.mode) and pod.allows_gpu_name(t.name_upper)

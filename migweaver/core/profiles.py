@@ -92,10 +92,6 @@ class MigProfile:
         """How many memory slots one instance of this profile occupies."""
         return self.placements[0].size
 
-    def is_named(self, name: str) -> bool:
-        """True for the profile's own name or one of its older-driver aliases."""
-        return normalize_profile_name(name) in self._names
-
 
 @dataclass(frozen=True, slots=True)
 class ProfileTable:
@@ -132,10 +128,6 @@ class ProfileTable:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.profiles)
-
-    @property
-    def full_mask(self) -> int:
-        return (1 << self.memory_slots) - 1
 
 
 def with_catalog_aliases(reported: ProfileTable, catalog: ProfileTable | None) -> ProfileTable:

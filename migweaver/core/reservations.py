@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from migweaver.core.gpu_options import DeviceReq
+from migweaver.core.gpu_options import DeviceReq, profile_serves
 from migweaver.core.pending import PendingPod
 from migweaver.core.plan import Assignment, ContainerAssignment, Device
 from migweaver.core.snapshot import GpuState, InstanceState, Share
@@ -33,16 +33,7 @@ class ReservedItem:
             return self.share.memory_mib >= wanted and self.share.cores >= req.cores
         assert self.instance is not None
         profile = gpu.table.get(self.instance.profile)
-        if profile is None:
-            return False
-        compute = max((p.compute_slices for p in gpu.table.profiles), default=1)
-        if req.memory_mib:
-            memory_ok = profile.memory_mib >= req.memory_mib
-        else:
-            memory_ok = (
-                profile.memory_slices * 100 >= req.memory_percentage * gpu.table.memory_slots
-            )
-        return memory_ok and profile.compute_slices * 100 >= req.cores * compute
+        return profile is not None and profile_serves(gpu.table, profile, req)
 
     def size(self) -> int:
         if self.share is not None:
@@ -130,15 +121,8 @@ def match_reservations(pod: PendingPod, items: list[ReservedItem]) -> Assignment
 def _passes_filters(pod: PendingPod, item: ReservedItem) -> bool:
     """The pod's filters still allow the reserved device (they may have changed)."""
     gpu = item.gpu
-    if (item.share is not None and not pod.allow_hami) or (
-        item.instance is not None and not pod.allow_mig
-    ):
-        return False
-    name = gpu.name.upper()
-    if pod.use_gputype and not any(t in name for t in pod.use_gputype):
-        return False
-    if any(t in name for t in pod.nouse_gputype):
-        return False
-    if pod.use_uuid is not None and gpu.uuid not in pod.use_uuid:
-        return False
-    return gpu.uuid not in pod.nouse_uuid
+    return (
+        pod.allows_mode("hami-core" if item.share is not None else "mig")
+        and pod.allows_gpu_name(gpu.name.upper())
+        and pod.allows_uuid(gpu.uuid)
+    )

@@ -17,14 +17,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from migweaver.core.gpu_options import DeviceReq, GpuOptions, Inst
+from migweaver.core.gpu_options import DeviceReq, GpuOptions, inst_mask
 from migweaver.core.pending import PendingPod
 
 __all__ = ["choose_hold", "drain_cost"]
-
-
-def _mask(inst: Inst) -> int:
-    return ((1 << inst[1]) - 1) << inst[0]
 
 
 def drain_cost(opts: GpuOptions, vid: int, req: DeviceReq, pod: PendingPod) -> int | None:
@@ -59,7 +55,7 @@ def drain_cost(opts: GpuOptions, vid: int, req: DeviceReq, pod: PendingPod) -> i
     for gi in geometries:
         for pidx in new_profiles:
             for start, size, mask in t.shape.masks[pidx]:
-                blockers = [i for i in view.busy if _mask(i) & mask]
+                blockers = [i for i in view.busy if inst_mask(i) & mask]
                 if best is not None and len(blockers) >= best:
                     continue
                 kept = [i for i in view.busy if i not in blockers]

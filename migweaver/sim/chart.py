@@ -111,5 +111,5 @@ def write_chart(result: SimResult, path: str) -> None:
         "(colour: instance size; grey: hami-core shares)"
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")  # PNG whatever the file name says
     plt.close(fig)

@@ -233,18 +233,13 @@ def _take_share(work: _Gpu, memreq: int, cores: int, split_count: int) -> bool:
 
 
 def _eligible(pod: PendingPod, gpu: GpuState) -> bool:
-    if gpu.mode == "mig" and not pod.allow_mig:
-        return False
-    if gpu.mode == "hami-core" and (not pod.allow_hami or gpu.mig_enabled):
-        return False
-    name = gpu.name.upper()
-    if pod.use_gputype and not any(t in name for t in pod.use_gputype):
-        return False
-    if any(t in name for t in pod.nouse_gputype):
-        return False
-    if pod.use_uuid is not None and gpu.uuid not in pod.use_uuid:
-        return False
-    return gpu.uuid not in pod.nouse_uuid
+    if gpu.mode == "hami-core" and gpu.mig_enabled:
+        return False  # a node switching modes: no shares until MIG is off
+    return (
+        pod.allows_mode(gpu.mode)
+        and pod.allows_gpu_name(gpu.name.upper())
+        and pod.allows_uuid(gpu.uuid)
+    )
 
 
 def _cores_of(work: _Gpu, slot: TemplateSlot) -> int:
@@ -322,7 +317,7 @@ def _reason(pod: PendingPod, gpus: Sequence[_Gpu]) -> tuple[str, str]:
         if g.state.mode == "hami-core":
             largest = max(largest, g.state.memory_mib)
         else:
-            largest = max((s.memory for t in g.templates for s in t), default=largest)
+            largest = max([largest, *(s.memory for t in g.templates for s in t)])
     if need > largest:
         return (
             "TooLarge",

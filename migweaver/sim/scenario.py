@@ -12,6 +12,7 @@ message naming the file and the field (`day.yaml: pods[2].duration: ...`).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -31,7 +31,9 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from migweaver.core.catalog import get_model, match_model, model_keys
+from migweaver.core.cluster_file import InputError, yaml_documents
 from migweaver.core.config import DeviceConfig, load_device_config
+from migweaver.core.pending import parse_timestamp
 from migweaver.core.requests import InvalidRequest, PodDemand, parse_pod
 
 __all__ = [
@@ -142,12 +144,10 @@ class Scenario(_Model):
     @field_validator("start")
     @classmethod
     def _rfc3339(cls, value: str) -> str:
-        try:
-            datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
+        if parse_timestamp(value) == math.inf:
             raise ValueError(
                 f"expected an RFC 3339 time such as 2024-05-01T00:00:00Z, got {value!r}"
-            ) from None
+            )
         return value
 
 
@@ -226,15 +226,15 @@ def load_scenario(path: str | Path) -> LoadedScenario:
 def load_scenario_text(text: str, source: str, base: Path | None = None) -> LoadedScenario:
     """Check a scenario given as text; `base` resolves a relative `deviceConfig`."""
     try:
-        document = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        raise ScenarioError([f"{where}: invalid YAML: {exc.problem}"]) from None
-    except yaml.YAMLError as exc:
-        raise ScenarioError([f"{source}: invalid YAML: {exc}"]) from None
+        documents = [d for d in yaml_documents(text, source) if d is not None]
+    except InputError as exc:
+        raise ScenarioError(exc.errors) from None
+    expected = f"{source}: expected a mapping with name, nodes and pods"
+    if len(documents) > 1:
+        raise ScenarioError([f"{expected}, got {len(documents)} YAML documents"])
+    document = documents[0] if documents else None
     if not isinstance(document, Mapping):
-        raise ScenarioError([f"{source}: expected a mapping with name, nodes and pods"])
+        raise ScenarioError([expected])
     try:
         scenario = Scenario.model_validate(document)
     except ValidationError as exc:
@@ -242,7 +242,7 @@ def load_scenario_text(text: str, source: str, base: Path | None = None) -> Load
     errors: list[str] = []
     config = _device_config(scenario, source, base, errors)
     _check_nodes(scenario, source, errors)
-    epoch = datetime.fromisoformat(scenario.start.replace("Z", "+00:00")).timestamp()
+    epoch = parse_timestamp(scenario.start)
     pods = _expand_pods(scenario, source, config, epoch, errors)
     if errors:
         raise ScenarioError(errors)
@@ -266,7 +266,8 @@ def _device_config(
     result = load_device_config(text, scenario.device_config)
     if not result.ok:
         errors.extend(
-            f"{source}: deviceConfig: {scenario.device_config}: {issue}" for issue in result.errors
+            f"{source}: deviceConfig: {issue.in_file(scenario.device_config)}"
+            for issue in result.errors
         )
         return None
     return result.config
@@ -309,6 +310,10 @@ def _expand_pods(
         if kind != "Pod":
             errors.append(f"{where}.kind: expected Pod, got {kind!r}")
             continue
+        late = _unrepresentable_arrival(group, epoch)
+        if late is not None:
+            errors.append(f"{source}: pods[{i}].{late}")
+            continue
         for n in range(group.count):
             arrival = group.at + n * group.every
             name = metadata["name"] if group.count == 1 else f"{metadata['name']}-{n + 1}"
@@ -346,3 +351,18 @@ def _expand_pods(
 
 def _rfc3339(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _unrepresentable_arrival(group: PodGroup, epoch: float) -> str | None:
+    """`at: ...` or `every: ...` (the field to blame, with why) when a copy of the group
+    would arrive after the last time a creationTimestamp can hold (the year 9999)."""
+    last = group.at + (group.count - 1) * group.every
+    for field, seconds in (("at", group.at), ("every", last)):
+        try:
+            _rfc3339(epoch + seconds)
+        except (OverflowError, ValueError, OSError):
+            return (
+                f"{field}: the pods would arrive {seconds:g} s after the start, later than "
+                "a creationTimestamp can be (the year 9999)"
+            )
+    return None

@@ -203,3 +203,9 @@ def test_end_truncates_a_run() -> None:
     result = run_simulation(short, MigweaverPolicy())
     assert result.horizon == 600.0
     assert all(p.started is None or p.started <= 600.0 for p in result.pods)
+    # Not vacuous: pods ran before the end, and those arriving after it never start.
+    assert any(p.placed for p in result.pods)
+    late = [p for p in result.pods if p.arrival > 600.0]
+    assert late
+    assert not any(p.placed for p in late)
+    assert all(s.time <= 600.0 for s in result.samples)

@@ -210,6 +210,9 @@ def _check_instance(
     assert profile is not None
     if demand.memory_mib:
         assert profile.memory_mib >= demand.memory_mib
+    else:  # a percentage of the GPU's memory slices (docs/planner.md)
+        percentage = demand.memory_percentage or 100
+        assert profile.memory_slices * 100 >= percentage * gpu.table.memory_slots, (key, placed)
     compute = max(p.compute_slices for p in gpu.table.profiles)
     assert profile.compute_slices * 100 >= demand.cores * compute
 

@@ -51,6 +51,17 @@ def test_stdin(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPat
     assert "<stdin>: valid device configuration" in out
 
 
+def test_stdin_that_is_not_utf8_exits_1(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stdin = io.TextIOWrapper(io.BytesIO(b"nvidia: {}\n\xff\xfe\n"), encoding="utf-8")
+    monkeypatch.setattr("sys.stdin", stdin)
+    code, out, err = run(capsys, "-")
+    assert code == 1
+    assert out == ""
+    assert err.startswith("error: cannot read -: 'utf-8' codec can't decode"), err
+
+
 INVALID = {
     "unknown-profile": (
         "nvidia:\n  knownMigGeometries:\n  - models: [A100-SXM4-40GB]\n"

@@ -80,6 +80,21 @@ BAD_CLUSTERS = {
         "nodes: [{name: a, gpus: [{model: A30, cout: 2}]}]",
         "cluster.yaml: nodes[0].gpus[0].cout: unknown key",
     ),
+    "unknown-top-level-key": (
+        "nodes: []\nnode: []",
+        "cluster.yaml: node: unknown key (expected: nodes, now)",
+    ),
+    "unknown-instance-key": (
+        "nodes: [{name: a, gpus: [{model: A30, instances: [{profile: 1g.6gb, placement: 0, "
+        "inuse: true}]}]}]",
+        "cluster.yaml: nodes[0].gpus[0].instances[0].inuse: unknown key (expected: profile, "
+        "placement, inUse, pod, uuid)",
+    ),
+    "huge-count": (
+        "nodes: [{name: a, gpus: [{model: A30, count: 1000000000}]}]",
+        "cluster.yaml: nodes[0].gpus[0].count: expected a whole number from 1 to 64, "
+        "got 1000000000",
+    ),
     "bad-profile": (
         "nodes: [{name: a, gpus: [{model: A30, instances: [{profile: 3g.40gb, placement: 0}]}]}]",
         "cluster.yaml: nodes[0].gpus[0].instances[0].profile: '3g.40gb' is not a profile of "
@@ -99,6 +114,14 @@ BAD_CLUSTERS = {
         "cluster.yaml: nodes[1].name: duplicate node name 'a'",
     ),
     "bad-now": ("now: yesterday\nnodes: []", "cluster.yaml: now: expected an RFC 3339 time"),
+    "impossible-date": (
+        "now: 2024-13-01\nnodes: []",
+        "cluster.yaml: invalid YAML: month must be in 1..12",
+    ),
+    "nested-too-deeply": (
+        "nodes: " + "[" * 5000 + "]" * 5000,
+        "cluster.yaml: invalid YAML: nested too deeply",
+    ),
 }
 
 
@@ -123,8 +146,12 @@ def test_bad_cluster_file_exits_1_naming_file_and_field(
         ("kind: Pod\nmetadata: [\n", "pods.yaml:3:1: invalid YAML"),
         ("kind: Deployment\n", "pods.yaml: document 1.kind: expected Pod, got 'Deployment'"),
         ("--- 3\n", "pods.yaml: document 1: expected a Pod manifest, got int 3"),
+        (
+            "kind: Pod\nmetadata: {name: p, creationTimestamp: 2024-02-30T00:00:00Z}\n",
+            "pods.yaml: invalid YAML: day is out of range for month",
+        ),
     ],
-    ids=["malformed-yaml", "not-a-pod", "not-a-mapping"],
+    ids=["malformed-yaml", "not-a-pod", "not-a-mapping", "impossible-date"],
 )
 def test_bad_pods_file_exits_1(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, text: str, message: str
@@ -136,25 +163,30 @@ def test_bad_pods_file_exits_1(
     assert f"error: {tmp_path}/{message}" in err
 
 
-def test_missing_file_and_bad_config_exit_1(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
+def test_missing_file_exits_1(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, _, err = run(capsys, "--cluster", str(tmp_path / "nope.yaml"), "--pods", str(ROOT / PODS))
     assert code == 1
     assert f"error: cannot read {tmp_path}/nope.yaml" in err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("nvidia: {deviceSplitCount: 0}\n", "nvidia.deviceSplitCount: must be at least 1"),
+        # A problem of the file as a whole: the file is still named once.
+        ("nvidia: [\n", "invalid YAML at line 2, column 1: "),
+    ],
+    ids=["bad-value", "invalid-yaml"],
+)
+def test_bad_config_exits_1_naming_the_file_once(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, text: str, message: str
+) -> None:
     config = tmp_path / "config.yaml"
-    config.write_text("nvidia: {deviceSplitCount: 0}\n")
-    code, _, err = run(
-        capsys,
-        "--cluster",
-        str(ROOT / CLUSTER),
-        "--pods",
-        str(ROOT / PODS),
-        "--config",
-        str(config),
-    )
+    config.write_text(text)
+    cluster, pods = str(ROOT / CLUSTER), str(ROOT / PODS)
+    code, _, err = run(capsys, "--cluster", cluster, "--pods", pods, "--config", str(config))
     assert code == 1
-    assert f"error: {config}: nvidia.deviceSplitCount: must be at least 1" in err
+    assert err.startswith(f"error: {config}: {message}"), err
 
 
 def test_an_invalid_pod_is_reported_not_a_crash(

@@ -27,7 +27,7 @@ nodes:
   - {model: A30}
 """
     )
-    assert snapshot.now == parse_timestamp("2024-05-01T12:00:00Z")
+    assert snapshot.now == 1714564800.0
     (node,) = snapshot.nodes
     assert node.labels == {"zone": "x"}
     assert [(g.index, g.model) for g in node.gpus] == [
@@ -94,7 +94,7 @@ def test_every_problem_is_reported_at_once() -> None:
         "c.yaml: nodes[0].gpus[0].model: unknown model 'A200' (known: "
         + ", ".join(m for m in _keys())
         + ")",
-        "c.yaml: nodes[0].gpus[1].count: expected a whole number >= 1, got 0",
+        "c.yaml: nodes[0].gpus[1].count: expected a whole number from 1 to 64, got 0",
         "c.yaml: nodes[1]: expected a node mapping, got int 7",
     ]
 
@@ -199,3 +199,24 @@ def test_snapshot_from_layouts_uses_nvml_profiles_and_skips_undescribed_gpus() -
     assert gpu.table.memory_slots == 4
     assert [p.name for p in gpu.table.profiles] == ["1g.12gb", "4g.48gb"]
     assert gpu.table.get("4g.48gb").max_count == 1  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["2024-05-01T12:00:00Z", "2024-05-01T12:00:00+00:00", "2024-05-01T14:00:00+02:00",
+     "2024-05-01T12:00:00"],
+    ids=["z", "utc-offset", "other-offset", "no-offset-is-utc"],
+)  # fmt: skip
+def test_timestamps_are_utc_unless_they_say_otherwise(text: str) -> None:
+    assert parse_timestamp(text) == 1714564800.0
+
+
+def test_unquoted_times_in_the_files_are_times() -> None:
+    snapshot = load_cluster("now: 2024-05-01T12:00:00Z\nnodes: []\n")
+    assert snapshot.now == 1714564800.0
+    pods = load_pods(
+        "kind: Pod\nmetadata: {name: p, creationTimestamp: 2024-05-01T11:00:00Z}\n"
+        "spec: {containers: [{name: c, resources: {limits: {nvidia.com/gpu: 1}}}]}\n"
+    )
+    (demand,) = pods.demands
+    assert parse_timestamp(demand.created) == 1714564800.0 - 3600

@@ -299,12 +299,15 @@ def test_geometry_the_first_that_serves_in_config_order() -> None:
     pods = [pod("small", mem=8000, mode="mig"), pod("mid", mem=15000, mode="mig")]
     snapshot = cluster(f"nodes: [{{name: node-a, mode: mig, gpus: {{model: {A100}, count: 2}}}}]")
     result = run(snapshot, pods, SEED_CONFIG)
-    small = placed(result.pods["default/mid"]).devices[0]
-    assert small.profile == "2g.20gb"
-    first = placed(result.pods["default/small"]).devices[0]
-    assert first.profile == "1g.10gb"
-    # 1g x7 (geometry 0) and 2g x3 + 1g (geometry 1) cannot share a GPU with a 2g: two GPUs.
-    assert first.gpu_index != small.gpu_index or first.placement == Placement(6, 1)
+    # 15000 MiB: no 1g.20gb in any geometry, so the first that serves is 2g x3 + 1g.
+    mid = placed(result.pods["default/mid"]).devices[0]
+    assert mid.profile == "2g.20gb"
+    small = placed(result.pods["default/small"]).devices[0]
+    assert small.profile == "1g.10gb"
+    # The GPU now in 2g x3 + 1g still has that 1g free at slot 6: the small pod takes it
+    # (binpack) rather than putting the other GPU in 1g x7, which stays whole.
+    assert (small.gpu_index, small.placement) == (mid.gpu_index, Placement(6, 1))
+    assert list(result.layouts) == [("node-a", mid.gpu_index)]
 
 
 def test_geometry_new_instance_placed_so_the_rest_of_the_geometry_still_fits() -> None:

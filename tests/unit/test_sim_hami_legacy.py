@@ -8,7 +8,7 @@ its template; a device takes the first free entry whose configured memory serves
 from __future__ import annotations
 
 import pytest
-from planner_helpers import cluster, config, pod
+from planner_helpers import SEED_CONFIG, cluster, config, pod
 
 from migweaver.core.geometry import PlacedInstance
 from migweaver.core.plan import Assignment, Unplaceable
@@ -176,6 +176,39 @@ def test_too_large_and_filtered_reasons() -> None:
     assert "80896 MiB" in big.reason
     assert isinstance(shared, Unplaceable)
     assert shared.code == "Filtered"
+
+
+def test_too_large_compares_with_the_largest_entry_of_every_eligible_gpu() -> None:
+    # Both GPUs keep their 1g x7 template (one instance in use): a 30000 MiB pod waits for
+    # room, and the A100-80GB's 3g.40gb template proves it is not too large, although the
+    # GPU looked at last (an A100-40GB with only 1g.5gb entries) has nothing that size.
+    def node(name: str, model: str, profile: str) -> str:
+        instances = "".join(
+            f"    - {{profile: {profile}, placement: {slot}, inUse: {str(slot == 0).lower()}}}\n"
+            for slot in range(7)
+        )
+        return (
+            f"- name: {name}\n  mode: mig\n  gpus:\n  - model: {model}\n    instances:\n{instances}"
+        )
+
+    snapshot = cluster(
+        "nodes:\n"
+        + node("node-a", "A100-SXM4-80GB", "1g.10gb")
+        + node("node-b", "A100-SXM4-40GB", "1g.5gb")
+    )
+    device_config = config(
+        SEED_CONFIG
+        + "  - models: [A100-SXM4-40GB]\n"
+        + "    allowedGeometries: [[{name: 1g.5gb, memory: 5120, count: 7}]]\n"
+    )
+    plan = hami_legacy_plan(snapshot, [pod("p", mem=30000)], device_config)
+    result = plan.pods["default/p"]
+    assert isinstance(result, Unplaceable)
+    assert (result.code, result.reason) == (
+        "NoRoom",
+        "no free template entry of >= 30000 MiB on an eligible GPU (a GPU with an instance "
+        "in use keeps its template) and no hami-core GPU with room",
+    )
 
 
 def test_a_model_without_geometries_takes_no_mig_pods() -> None:

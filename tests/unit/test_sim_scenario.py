@@ -101,6 +101,19 @@ def test_durations(value: object, seconds: float) -> None:
                      id="no-pods"),
         pytest.param(("name: tiny", "name: [tiny"), "bad.yaml:3:6: invalid YAML",
                      id="invalid-yaml"),
+        pytest.param(("name: tiny", "name: tiny\nwhen: 2024-13-01"), "bad.yaml: invalid YAML: "
+                     "month must be in 1..12", id="impossible-date"),
+        pytest.param(("name: tiny", "name: " + "[" * 5000 + "]" * 5000), "bad.yaml: invalid "
+                     "YAML: nested too deeply", id="nested-too-deeply"),
+        pytest.param(("name: tiny", "name: tiny\n---\nname: other"), "bad.yaml: expected a "
+                     "mapping with name, nodes and pods, got 2 YAML documents",
+                     id="two-documents"),
+        pytest.param(("duration: 1h", "duration: 1h\n  at: 1.0e+12"), "bad.yaml: pods[0].at: "
+                     "the pods would arrive 1e+12 s after the start, later than a "
+                     "creationTimestamp can be", id="arrival-after-year-9999"),
+        pytest.param(("duration: 1h", "duration: 1h\n  every: 1.0e+12\n  count: 2"),
+                     "bad.yaml: pods[0].every: the pods would arrive 1e+12 s after the start",
+                     id="last-copy-after-year-9999"),
     ],
 )  # fmt: skip
 def test_bad_scenarios_name_the_file_and_the_field(
@@ -151,3 +164,12 @@ def test_every_shipped_scenario_loads_with_the_shipped_geometries(path: Path) ->
     assert loaded.config is not None
     assert loaded.config.nvidia.known_mig_geometries
     assert loaded.pods
+
+
+def test_an_invalid_device_config_is_named_once(tmp_path: Path) -> None:
+    (tmp_path / "cfg.yaml").write_text("nvidia: [\n")
+    text = MINIMAL.replace("name: tiny", "name: tiny\ndeviceConfig: cfg.yaml", 1)
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario_text(text, "bad.yaml", base=tmp_path)
+    (error,) = caught.value.errors
+    assert error.startswith("bad.yaml: deviceConfig: cfg.yaml: invalid YAML at line 2"), error
