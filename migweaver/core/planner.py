@@ -657,9 +657,11 @@ class _Planner:
             for inst in gpu.instances:
                 if inst.reserved_by in wanted:
                     by_pod.setdefault(inst.reserved_by, []).append(ReservedItem(gpu, inst, None))
+            scaled = int(gpu.memory_mib * self.config.nvidia.device_memory_scaling)
             for share in gpu.shares:
                 if share.pod in wanted:
-                    by_pod.setdefault(share.pod, []).append(ReservedItem(gpu, None, share))
+                    item = ReservedItem(gpu, None, share, share_total=scaled)
+                    by_pod.setdefault(share.pod, []).append(item)
         reused: dict[str, Assignment] = {}
         released: set[tuple[GpuKey, Placement]] = set()
         for pod in pods:

@@ -24,12 +24,16 @@ class ReservedItem:
     gpu: GpuState
     instance: InstanceState | None
     share: Share | None
+    share_total: int = 0
+    """MiB a percentage of this hami-core GPU is taken of: its memory times
+    `deviceMemoryScaling`, as when the share was planned (`GpuType.share_memory`)."""
 
     def serves(self, req: DeviceReq) -> bool:
         """Whether this device gives a container `req` (memory, percentage, cores)."""
         gpu = self.gpu
         if self.share is not None:
-            wanted = req.memory_mib or gpu.memory_mib * req.memory_percentage // 100
+            total = self.share_total or gpu.memory_mib
+            wanted = req.memory_mib or total * req.memory_percentage // 100
             return self.share.memory_mib >= wanted and self.share.cores >= req.cores
         assert self.instance is not None
         profile = gpu.table.get(self.instance.profile)

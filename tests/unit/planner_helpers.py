@@ -141,7 +141,12 @@ def check_plan(
                 _check_filters(demand, gpu)
                 if device.mode == "hami-core":
                     _check_share(gpu, device, c_demand, device_config)
-                    share_use.setdefault(gpu.key, []).append((device.memory_mib, device.cores))
+                    if result.reused:  # the pod's own share, already counted in gpu.shares
+                        assert any(
+                            s.pod == key and s.memory_mib == device.memory_mib for s in gpu.shares
+                        ), f"{key}: reused a share it does not hold"
+                    else:
+                        share_use.setdefault(gpu.key, []).append((device.memory_mib, device.cores))
                 else:
                     _check_instance(snapshot, plan, pending, result, device, c_demand, taken)
     nvidia = device_config.nvidia

@@ -644,6 +644,29 @@ def test_a_reservation_that_no_longer_serves_the_pod_is_released() -> None:
     assert mine.devices[0].profile == "3g.40gb"
 
 
+@pytest.mark.parametrize("scaling", [0.5, 1, 2], ids=["scaled-down", "unscaled", "scaled-up"])
+def test_a_reserved_share_of_a_percentage_is_kept_under_memory_scaling(scaling: float) -> None:
+    # The share was planned as 60 % of the *scaled* memory; the next plan must see that it
+    # still serves the pod (else the pod is planned afresh every round).
+    share = int(81920 * scaling) * 60 // 100
+    snapshot = cluster(
+        f"""
+nodes:
+- name: node-h
+  mode: hami-core
+  gpus: [{{model: A100-SXM4-80GB, shares: [{{pod: default/p, memoryMiB: {share}, cores: 0}}]}}]
+"""
+    )
+    result = run(
+        snapshot,
+        [pod("p", pct=60, mode="hami-core")],
+        f"nvidia: {{deviceMemoryScaling: {scaling}}}",
+    )
+    mine = placed(result.pods["default/p"])
+    assert mine.reused
+    assert mine.devices[0].memory_mib == share
+
+
 # --------------------------------------------------------------------------- determinism
 
 
