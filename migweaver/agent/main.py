@@ -7,9 +7,7 @@ plugin and the node's extended resources (`run_node` starts them in a safe order
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 from collections.abc import Awaitable
 from dataclasses import dataclass
 
@@ -32,6 +30,7 @@ from migweaver.k8s.client import ApiError, ClusterObjects, CoreObjects, NodePods
 from migweaver.k8s.events import EventRecorder
 from migweaver.k8s.serving import probe_app as _probe_app
 from migweaver.k8s.serving import serving
+from migweaver.shutdown import stop_on_signals
 
 log = logging.getLogger("migweaver.agent")
 
@@ -144,17 +143,8 @@ async def run_agent(options: AgentOptions, stop: asyncio.Event | None = None) ->
         log.error("cannot start the agent: %s", exc)
         return 1
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    handled = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-            handled.append(sig)
-    try:
+    with stop_on_signals(stop):
         return await _run(options, backend, stop)
-    finally:
-        for sig in handled:
-            loop.remove_signal_handler(sig)
 
 
 async def _run(options: AgentOptions, backend: GpuBackend, stop: asyncio.Event) -> int:

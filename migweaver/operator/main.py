@@ -16,7 +16,6 @@ import contextlib
 import logging
 import os
 import secrets
-import signal
 import socket
 import threading
 from collections.abc import AsyncIterator
@@ -35,6 +34,7 @@ from migweaver.operator.probes import probe_app, serving
 from migweaver.operator.rounds import Operator
 from migweaver.operator.settings import OperatorOptions, kopf_settings
 from migweaver.operator.triggers import Triggers
+from migweaver.shutdown import stop_on_signals
 
 log = logging.getLogger("migweaver.operator")
 
@@ -173,22 +173,6 @@ class KopfThread:
         await asyncio.to_thread(self._thread.join, timeout_s)
 
 
-@contextlib.contextmanager
-def _signals(stop: asyncio.Event) -> Any:
-    """SIGTERM/SIGINT set `stop`; every handler (ours and kopf's) is removed at the end."""
-    loop = asyncio.get_running_loop()
-    handled = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-            handled.append(sig)
-    try:
-        yield
-    finally:
-        for sig in handled:
-            loop.remove_signal_handler(sig)
-
-
 async def run_operator(
     options: OperatorOptions,
     stop: asyncio.Event | None = None,
@@ -202,7 +186,7 @@ async def run_operator(
     `ready` is set with `/readyz`: kopf started and, with the webhook, its server listens.
     """
     stop = stop or asyncio.Event()
-    with _signals(stop):
+    with stop_on_signals(stop):
         try:
             return await _run(
                 options,
