@@ -52,27 +52,21 @@ from migweaver.agent.backends.fake import FakeBackend
 from migweaver.agent.node_agent import new_layout_body
 from migweaver.agent.reconciler import Reconciler
 from migweaver.agent.status import layout_status
-from migweaver.core.allocation import ANNOTATION_ALLOCATION
-from migweaver.core.models import (
+from migweaver.core.operator.pod_reservation import ANNOTATION_RESERVATION
+from migweaver.core.operator.state import PLACEMENT_GATE
+from migweaver.core.resources.allocation import ANNOTATION_ALLOCATION
+from migweaver.core.resources.models import (
     LayoutInstance,
     MigLayout,
     MigLayoutSpec,
     PlacementModel,
 )
-from migweaver.core.operator_state import PLACEMENT_GATE
-from migweaver.core.pod_reservation import ANNOTATION_RESERVATION
-from migweaver.core.requests import PodDemand, VgpuMode
+from migweaver.core.resources.requests import PodDemand, VgpuMode
 from migweaver.k8s.client import now_rfc3339
+from tests.e2e.emulator import Emulator
+from tests.e2e.kube_api import EVENTS, MIGLAYOUTS, NAMESPACES, NODECONFIGS, NODES, PODS, Kube
 
 ROOT = Path(__file__).resolve().parents[1]
-E2E = ROOT / "tests" / "e2e"
-# The emulator and its client belong to the e2e tests and are no package: pytest puts
-# their directory on sys.path when it loads tests/e2e/conftest.py; so does the benchmark.
-if str(E2E) not in sys.path:
-    sys.path.insert(0, str(E2E))
-
-from emulator import Emulator  # noqa: E402
-from kube_api import EVENTS, MIGLAYOUTS, NAMESPACES, NODECONFIGS, NODES, PODS, Kube  # noqa: E402
 
 MODEL = "A100-SXM4-80GB"
 NAMESPACE = "bench"

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from benchmarks.workloads import random_cluster, random_pods
-from migweaver.core.planner import plan
+from migweaver.core.planning.planner import plan
 
 HEADLINE = (1000, 1000)
 """(pods, nodes): the target is planning 1,000 pods over 1,000 nodes x 8 GPUs in < 1 s."""

@@ -32,13 +32,13 @@ from functools import cache
 from pathlib import Path
 
 from benchmarks.workloads import gpu_state, random_instances
-from migweaver.core.catalog import get_model
 from migweaver.core.config import DeviceConfig, NvidiaConfig, load_device_config
-from migweaver.core.geometry import PlacedInstance, valid_layouts
-from migweaver.core.plan import PlannerOptions
-from migweaver.core.profiles import MigProfile, ProfileTable
-from migweaver.core.requests import ContainerDemand, PodDemand, VgpuMode
-from migweaver.core.snapshot import GpuState, NodeState, Share, Snapshot
+from migweaver.core.mig.catalog import get_model
+from migweaver.core.mig.geometry import PlacedInstance, valid_layouts
+from migweaver.core.mig.profiles import MigProfile, ProfileTable
+from migweaver.core.planning.plan import PlannerOptions
+from migweaver.core.planning.snapshot import GpuState, NodeState, Share, Snapshot
+from migweaver.core.resources.requests import ContainerDemand, PodDemand, VgpuMode
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("A100-SXM4-40GB", "A100-SXM4-80GB", "H100-SXM5-80GB", "A30-24GB")
@@ -393,7 +393,7 @@ def compare(instances: int, seed: int, options: PlannerOptions | None = None) ->
 
 def compare_many(instances: int, seed: int, variants: Sequence[PlannerOptions]) -> list[Comparison]:
     """`compare` for several planner options at once (the optima are solved once)."""
-    from migweaver.core.planner import plan
+    from migweaver.core.planning.planner import plan
 
     rng = random.Random(seed)
     optima: list[tuple[int, int]] = []

@@ -11,10 +11,9 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from migweaver.core.catalog import GpuModel, get_model
-from migweaver.core.geometry import free_placements
-from migweaver.core.requests import ContainerDemand, PodDemand, VgpuMode
-from migweaver.core.snapshot import (
+from migweaver.core.mig.catalog import GpuModel, get_model
+from migweaver.core.mig.geometry import free_placements
+from migweaver.core.planning.snapshot import (
     GpuState,
     InstanceState,
     NodeState,
@@ -22,6 +21,7 @@ from migweaver.core.snapshot import (
     Snapshot,
     fake_gpu_uuid,
 )
+from migweaver.core.resources.requests import ContainerDemand, PodDemand, VgpuMode
 
 MIG_MODELS = ("A100-SXM4-80GB", "A100-SXM4-80GB", "H100-SXM5-80GB", "A100-SXM4-40GB", "A30-24GB")
 POD_MEMORY = (4000, 8000, 8000, 10000, 16000, 20000, 20000, 30000, 40000, 70000)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks import bench_operator, bench_planner, optimum, simulation
-from migweaver.core.plan import PlannerOptions
+from migweaver.core.planning.plan import PlannerOptions
 
 OPTIMUM_INSTANCES = 300
 OPTIMUM_SEED = 2024
@@ -29,7 +29,7 @@ generated with fixed seeds. Machine: {machine}.
 
 ## Planner speed
 
-One call of `migweaver.core.planner.plan` on a random cluster of nodes with 8 GPUs each
+One call of `migweaver.core.planning.planner.plan` on a random cluster of nodes with 8 GPUs each
 (mostly A100-80GB, H100, A100-40GB and A30 in MIG mode, 10 % hami-core nodes; 30 % of the
 GPUs already run 1-3 instances or shares) and pending pods of realistic sizes
 (`benchmarks/workloads.py`). Median of 3 runs, pure Python on one core.

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from migweaver import __version__
-from migweaver.core import catalog as catalog_mod
-from migweaver.core.catalog import GpuModel
+from migweaver.core.mig import catalog as catalog_mod
+from migweaver.core.mig.catalog import GpuModel
 
 
 def _model_json(model: GpuModel) -> dict[str, Any]:
@@ -110,7 +110,7 @@ def cmd_crds(args: argparse.Namespace) -> int:
     """Print the CRDs generated from the models, write one file per CRD, or check a directory."""
     from pathlib import Path
 
-    from migweaver.core import crds as crds_mod
+    from migweaver.core.resources import crds as crds_mod
 
     rendered = crds_mod.render_crds()
     if args.check is not None:
@@ -165,11 +165,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from migweaver.core import config as config_mod
-    from migweaver.core.cluster_file import InputError, load_cluster, load_pods
-    from migweaver.core.pending import parse_timestamp
-    from migweaver.core.plan_report import render_json, render_text
-    from migweaver.core.planner import plan
-    from migweaver.core.requests import RequestDefaults
+    from migweaver.core.planning.cluster_file import InputError, load_cluster, load_pods
+    from migweaver.core.planning.pending import parse_timestamp
+    from migweaver.core.planning.plan_report import render_json, render_text
+    from migweaver.core.planning.planner import plan
+    from migweaver.core.resources.requests import RequestDefaults
 
     texts = [_read_text(p) for p in (args.cluster, args.pods, args.config) if p is not None]
     if any(text is None for text in texts):

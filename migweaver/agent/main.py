@@ -24,8 +24,8 @@ from migweaver.agent.node_agent import NodeAgent
 from migweaver.agent.node_capacity import NodeCapacity
 from migweaver.agent.pods import PodWatcher
 from migweaver.agent.waiting import until_stopped
-from migweaver.core.models import MIGLAYOUT_PLURAL, NODECONFIG_PLURAL
-from migweaver.core.node_resources import node_capacity
+from migweaver.core.agent.node_resources import node_capacity
+from migweaver.core.resources.models import MIGLAYOUT_PLURAL, NODECONFIG_PLURAL
 from migweaver.k8s.client import ApiError, ClusterObjects, CoreObjects, NodePods, connect
 from migweaver.k8s.events import EventRecorder
 from migweaver.k8s.serving import probe_app as _probe_app

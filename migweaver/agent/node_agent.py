@@ -28,8 +28,8 @@ from migweaver.agent.backends.protocol import BackendError, GpuBackend, GpuDevic
 from migweaver.agent.reconciler import GpuObservation, Reconciler, ReconcileResult
 from migweaver.agent.status import layout_status, observed_status
 from migweaver.agent.waiting import pause, until_stopped
-from migweaver.core.allocation import field_path
-from migweaver.core.models import (
+from migweaver.core.resources.allocation import field_path
+from migweaver.core.resources.models import (
     API_VERSION,
     LABEL_NODE,
     MIGLAYOUT_KIND,
@@ -41,7 +41,7 @@ from migweaver.core.models import (
     layout_name,
     node_label_value,
 )
-from migweaver.core.nodeconfig import NodeSettings, settings_for
+from migweaver.core.resources.nodeconfig import NodeSettings, settings_for
 from migweaver.k8s.client import ApiError, Conflict, JsonDict, Listing, NotFound, now_rfc3339
 
 log = logging.getLogger("migweaver.agent")

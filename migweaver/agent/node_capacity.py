@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
-from migweaver.core.node_resources import node_capacity, status_patch
+from migweaver.core.agent.node_resources import node_capacity, status_patch
 from migweaver.k8s.client import JSON_PATCH, ApiError, JsonDict
 
 log = logging.getLogger("migweaver.agent.capacity")

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from typing import Any, Protocol
 
 from migweaver.agent.waiting import pause, until_stopped
-from migweaver.core.allocation import HeldDevice, held_devices
+from migweaver.core.resources.allocation import HeldDevice, held_devices
 from migweaver.k8s.client import ApiError, JsonDict, Listing
 
 log = logging.getLogger("migweaver.agent.pods")

@@ -1,6 +1,6 @@
 """Converges one GPU to its MigLayout spec, one NVML call at a time.
 
-`Reconciler.reconcile` observes the GPU, asks the pure diff (`migweaver.core.diff`) for
+`Reconciler.reconcile` observes the GPU, asks the pure diff (`migweaver.core.agent.diff`) for
 the steps, executes **only the first**, observes again and re-diffs, until nothing is left
 or something stops it. Re-observing after every call means a surprise (a process that
 started, a pod that got an instance, a call that half-worked) is seen before the next
@@ -39,8 +39,7 @@ from migweaver.agent.backends.protocol import (
     NvmlError,
     profile_table,
 )
-from migweaver.core.catalog import match_model
-from migweaver.core.diff import (
+from migweaver.core.agent.diff import (
     ActualInstance,
     ActualState,
     Blocked,
@@ -56,7 +55,9 @@ from migweaver.core.diff import (
     describe,
     diff_layout,
 )
-from migweaver.core.models import (
+from migweaver.core.mig.catalog import match_model
+from migweaver.core.mig.profiles import Placement, ProfileTable, with_catalog_aliases
+from migweaver.core.resources.models import (
     CONDITION_APPLIED,
     CONDITION_DEGRADED,
     CONDITION_READY,
@@ -64,7 +65,6 @@ from migweaver.core.models import (
     MigLayoutSpec,
     Phase,
 )
-from migweaver.core.profiles import Placement, ProfileTable, with_catalog_aliases
 
 __all__ = [
     "REASON_APPLYING",

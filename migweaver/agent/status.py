@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 from migweaver.agent.backends.protocol import GiProfile, GpuDevice, MigModeState
 from migweaver.agent.reconciler import GpuObservation, ReconcileResult
-from migweaver.core.diff import ActualInstance
-from migweaver.core.models import (
+from migweaver.core.agent.diff import ActualInstance
+from migweaver.core.resources.models import (
     Condition,
     GpuInfo,
     InstanceStatus,

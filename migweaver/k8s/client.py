@@ -17,7 +17,7 @@ import aiohttp
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from migweaver.core.models import GROUP, VERSION
+from migweaver.core.resources.models import GROUP, VERSION
 
 JsonDict = dict[str, Any]
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import kopf
 
-from migweaver.core.leadership import is_active
-from migweaver.core.plan import PlannerOptions
+from migweaver.core.operator.leadership import is_active
+from migweaver.core.planning.plan import PlannerOptions
 from migweaver.k8s.client import ApiError, Conflict, connect
 from migweaver.k8s.cluster import AnyClusterObjects, connection_settings
 from migweaver.operator import configmap, miglayouts, nodeconfigs, nodes, pods

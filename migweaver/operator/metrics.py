@@ -5,7 +5,7 @@ Two kinds of series:
 - *State* (MIG instances, GPU memory): recomputed from the latest MigLayouts by a custom
   collector at every scrape, so the series of a GPU or an instance that disappeared
   disappear with it; there is no per-series bookkeeping to get wrong. What the rows
-  contain is decided by the pure `migweaver.core.metric_rows`.
+  contain is decided by the pure `migweaver.core.operator.metric_rows`.
 - *Events* (pods placed, reconfigurations, durations): ordinary prometheus_client
   counters, gauges and histograms.
 
@@ -32,7 +32,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from migweaver.core.metric_rows import (
+from migweaver.core.operator.metric_rows import (
     InstanceRow,
     InvalidLayout,
     LayoutInput,

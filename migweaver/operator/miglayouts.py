@@ -7,7 +7,7 @@ from typing import Any
 
 import kopf
 
-from migweaver.core.models import GROUP, MIGLAYOUT_PLURAL, VERSION
+from migweaver.core.resources.models import GROUP, MIGLAYOUT_PLURAL, VERSION
 from migweaver.operator.triggers import Triggers
 
 

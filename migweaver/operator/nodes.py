@@ -1,6 +1,6 @@
 """Nodes: a node's labels decide which NodeConfig selects it, and whether it is cordoned,
 Ready and how it is tainted decides whether the planner may place pods there
-(`core/node_fit.py`). A change of any of these (or a node that comes or goes) asks for a
+(`core/resources/node_fit.py`). A change of any of these (or a node that comes or goes) asks for a
 round; status heartbeats and other status updates do not."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 import kopf
 
-from migweaver.core.node_fit import NodeFacts, node_facts
+from migweaver.core.resources.node_fit import NodeFacts, node_facts
 from migweaver.operator.triggers import Triggers
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import kopf
 
-from migweaver.core.operator_state import concerns_operator, pod_trigger
+from migweaver.core.operator.state import concerns_operator, pod_trigger
 from migweaver.operator.triggers import Triggers
 
 

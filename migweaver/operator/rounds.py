@@ -28,14 +28,32 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from migweaver.core.allocation import Allocation
-from migweaver.core.batching import BatchWindow
 from migweaver.core.config import CONFIGMAP_NAME
-from migweaver.core.config_reload import ConfigInForce, ReloadOutcome, reload
-from migweaver.core.metric_rows import InvalidLayout
-from migweaver.core.models import MIGLAYOUT_PLURAL, NODECONFIG_PLURAL
-from migweaver.core.nodeconfig_actions import mode_changes, nodeconfig_reports, status_patch
-from migweaver.core.operator_state import (
+from migweaver.core.config.reload import ConfigInForce, ReloadOutcome, reload
+from migweaver.core.operator.batching import BatchWindow
+from migweaver.core.operator.metric_rows import InvalidLayout
+from migweaver.core.operator.nodeconfig_actions import (
+    mode_changes,
+    nodeconfig_reports,
+    status_patch,
+)
+from migweaver.core.operator.plan_writes import (
+    LayoutWrite,
+    layout_change_message,
+    plan_writes,
+    planned_message,
+    unschedulable_events,
+)
+from migweaver.core.operator.pod_condition import (
+    PlacementCondition,
+    condition_patch,
+    planned_condition,
+    ready_condition,
+    reasons_already_told,
+    unplaceable_condition,
+)
+from migweaver.core.operator.release import NotReady, ready_allocation, release_patch, ungate_patch
+from migweaver.core.operator.state import (
     ClusterState,
     WaitingPod,
     allocated_rows,
@@ -44,26 +62,12 @@ from migweaver.core.operator_state import (
     instance_owners,
     metadata_of,
 )
-from migweaver.core.pending import parse_timestamp
-from migweaver.core.plan import PlannerOptions
-from migweaver.core.plan_writes import (
-    LayoutWrite,
-    layout_change_message,
-    plan_writes,
-    planned_message,
-    unschedulable_events,
-)
-from migweaver.core.planner import plan
-from migweaver.core.pod_condition import (
-    PlacementCondition,
-    condition_patch,
-    planned_condition,
-    ready_condition,
-    reasons_already_told,
-    unplaceable_condition,
-)
-from migweaver.core.release import NotReady, ready_allocation, release_patch, ungate_patch
-from migweaver.core.requests import RequestDefaults
+from migweaver.core.planning.pending import parse_timestamp
+from migweaver.core.planning.plan import PlannerOptions
+from migweaver.core.planning.planner import plan
+from migweaver.core.resources.allocation import Allocation
+from migweaver.core.resources.models import MIGLAYOUT_PLURAL, NODECONFIG_PLURAL
+from migweaver.core.resources.requests import RequestDefaults
 from migweaver.k8s.client import ApiError, ClusterObjects, Conflict, CoreObjects, NotFound
 from migweaver.k8s.cluster import ConfigMaps, Nodes, Pods
 from migweaver.k8s.events import EventRecorder, EventType

@@ -2,7 +2,7 @@
 
 `register(registry)` adds the handler `gate-gpu-pods`, which kopf serves at
 `/gate-gpu-pods` (kopf routes `POST <server path>/<handler id>` to that handler). On a
-pod's CREATE it asks `migweaver.core.admission.mutate_pod` what to change: the
+pod's CREATE it asks `migweaver.core.operator.admission.mutate_pod` what to change: the
 scheduling gate `migweaver.io/placement` for a pod that asks for a GPU, and
 `nvidia.com/gpu: <defaultGPUNum>` for containers that name only memory or cores.
 
@@ -37,8 +37,8 @@ from typing import Any, Final
 
 import kopf
 
-from migweaver.core.admission import Mutation, apply_operations, mutate_pod
-from migweaver.core.requests import DEFAULTS, RequestDefaults
+from migweaver.core.operator.admission import Mutation, apply_operations, mutate_pod
+from migweaver.core.resources.requests import DEFAULTS, RequestDefaults
 
 __all__ = [
     "HANDLER_ID",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from migweaver.core.profiles import compute_slices_of
+from migweaver.core.mig.profiles import compute_slices_of
 from migweaver.sim.results import SimResult
 
 __all__ = ["ChartUnavailable", "check_available", "write_chart"]

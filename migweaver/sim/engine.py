@@ -22,11 +22,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from migweaver.core.geometry import PlacedInstance
-from migweaver.core.pending import pending_pod
-from migweaver.core.plan import Assignment, Device, Plan, Unplaceable
-from migweaver.core.profiles import normalize_profile_name
-from migweaver.core.snapshot import GpuKey, Share
+from migweaver.core.mig.geometry import PlacedInstance
+from migweaver.core.mig.profiles import normalize_profile_name
+from migweaver.core.planning.pending import pending_pod
+from migweaver.core.planning.plan import Assignment, Device, Plan, Unplaceable
+from migweaver.core.planning.snapshot import GpuKey, Share
 from migweaver.sim.events import EventKind, EventQueue
 from migweaver.sim.fleet import Fleet
 from migweaver.sim.policies import Policy

@@ -15,24 +15,24 @@ from dataclasses import dataclass, field
 from migweaver.agent.backends.fake import FakeBackend
 from migweaver.agent.reconciler import Reconciler, ReconcileResult
 from migweaver.agent.status import observed_status
-from migweaver.core.catalog import GpuModel, get_model
-from migweaver.core.diff import CreateGpuInstance, DestroyGpuInstance, SetMigMode
-from migweaver.core.geometry import PlacedInstance
-from migweaver.core.models import (
-    LayoutInstance,
-    MigLayout,
-    MigLayoutSpec,
-    OperatingMode,
-    PlacementModel,
-)
-from migweaver.core.profiles import Placement
-from migweaver.core.snapshot import (
+from migweaver.core.agent.diff import CreateGpuInstance, DestroyGpuInstance, SetMigMode
+from migweaver.core.mig.catalog import GpuModel, get_model
+from migweaver.core.mig.geometry import PlacedInstance
+from migweaver.core.mig.profiles import Placement
+from migweaver.core.planning.snapshot import (
     GpuKey,
     GpuState,
     NodeState,
     Share,
     Snapshot,
     snapshot_from_layouts,
+)
+from migweaver.core.resources.models import (
+    LayoutInstance,
+    MigLayout,
+    MigLayoutSpec,
+    OperatingMode,
+    PlacementModel,
 )
 from migweaver.sim.scenario import Scenario
 

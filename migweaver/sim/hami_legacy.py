@@ -33,20 +33,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
 
-from migweaver.core.catalog import get_model
 from migweaver.core.config import DeviceConfig, Geometry
-from migweaver.core.geometry import PlacedInstance, fit_profiles
-from migweaver.core.pending import PendingPod, pending_pod
-from migweaver.core.plan import (
+from migweaver.core.mig.catalog import get_model
+from migweaver.core.mig.geometry import PlacedInstance, fit_profiles
+from migweaver.core.mig.profiles import Placement, ProfileTable, normalize_profile_name
+from migweaver.core.planning.pending import PendingPod, pending_pod
+from migweaver.core.planning.plan import (
     Assignment,
     ContainerAssignment,
     Device,
     Plan,
     Unplaceable,
 )
-from migweaver.core.profiles import Placement, ProfileTable, normalize_profile_name
-from migweaver.core.requests import PodDemand
-from migweaver.core.snapshot import GpuKey, GpuState, NodeState, Snapshot
+from migweaver.core.planning.snapshot import GpuKey, GpuState, NodeState, Snapshot
+from migweaver.core.resources.requests import PodDemand
 
 __all__ = ["TemplateSlot", "hami_legacy_plan", "template_slots"]
 

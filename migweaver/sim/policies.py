@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from typing import Final, Protocol
 
 from migweaver.core.config import DeviceConfig
-from migweaver.core.plan import Plan, PlannerOptions
-from migweaver.core.planner import plan as migweaver_plan
-from migweaver.core.requests import PodDemand
-from migweaver.core.snapshot import Snapshot
+from migweaver.core.planning.plan import Plan, PlannerOptions
+from migweaver.core.planning.planner import plan as migweaver_plan
+from migweaver.core.planning.snapshot import Snapshot
+from migweaver.core.resources.requests import PodDemand
 from migweaver.sim.hami_legacy import hami_legacy_plan
 
 __all__ = ["POLICIES", "HamiLegacyPolicy", "MigweaverPolicy", "Policy", "policy_named"]
@@ -33,7 +33,7 @@ class Policy(Protocol):
 
 
 class MigweaverPolicy:
-    """The real planner (`migweaver.core.planner.plan`), with the operator's options."""
+    """The real planner (`migweaver.core.planning.planner.plan`), with the operator's options."""
 
     name = "migweaver"
 

@@ -30,11 +30,11 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from migweaver.core.catalog import get_model, match_model, model_keys
-from migweaver.core.cluster_file import InputError, yaml_documents
 from migweaver.core.config import DeviceConfig, load_device_config
-from migweaver.core.pending import parse_timestamp
-from migweaver.core.requests import InvalidRequest, PodDemand, parse_pod
+from migweaver.core.mig.catalog import get_model, match_model, model_keys
+from migweaver.core.planning.cluster_file import InputError, yaml_documents
+from migweaver.core.planning.pending import parse_timestamp
+from migweaver.core.resources.requests import InvalidRequest, PodDemand, parse_pod
 
 __all__ = [
     "GpuGroup",

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from migweaver.agent.backends.fake import FakeBackend
-from migweaver.core.geometry import PlacedInstance
-from migweaver.core.models import MigLayoutSpec
-from migweaver.core.profiles import Placement, ProfileTable
+from migweaver.core.mig.geometry import PlacedInstance
+from migweaver.core.mig.profiles import Placement, ProfileTable
+from migweaver.core.resources.models import MigLayoutSpec
 
 
 def placed(table: ProfileTable, *items: str) -> tuple[PlacedInstance, ...]:

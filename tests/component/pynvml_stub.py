@@ -30,8 +30,8 @@ from typing import Any, NoReturn
 
 import pynvml as real
 
-from migweaver.core.catalog import get_model
-from migweaver.core.profiles import MigProfile, Placement
+from migweaver.core.mig.catalog import get_model
+from migweaver.core.mig.profiles import MigProfile, Placement
 
 CArgObject = type(ctypes.byref(ctypes.c_uint()))
 NO_MIG_ID = 0xFFFFFFFF

@@ -9,21 +9,21 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 import pytest
-from memory_api import MemoryEvents, MemoryNodes, MemoryPods
 
 from migweaver.agent.deviceplugin.allocator import AllocateFailed, Allocator
 from migweaver.agent.deviceplugin.devices import PluginGpu
 from migweaver.agent.deviceplugin.gpus import GpuReadError
 from migweaver.agent.node_capacity import NodeCapacity
 from migweaver.agent.pods import PodWatcher
-from migweaver.core.allocation import (
+from migweaver.core.agent.binding import BindErrorCode, ObservedGpu, ObservedInstance
+from migweaver.core.mig.profiles import Placement
+from migweaver.core.resources.allocation import (
     ANNOTATION_ALLOCATION,
     ANNOTATION_BIND_ERROR,
     ANNOTATION_BIND_PHASE,
 )
-from migweaver.core.binding import BindErrorCode, ObservedGpu, ObservedInstance
-from migweaver.core.profiles import Placement
 from migweaver.k8s.client import ApiError, JsonDict, Listing
+from tests.component.memory_api import MemoryEvents, MemoryNodes, MemoryPods
 
 NODE = "n1"
 GPU = "GPU-aaaa"

@@ -21,8 +21,6 @@ from typing import Any
 import grpc
 import pytest
 import yaml
-from fake_kubelet import FakeKubelet
-from memory_api import MemoryEvents, MemoryNodes, MemoryObjects, MemoryPods
 
 from migweaver.agent.backends.fake import FakeBackend
 from migweaver.agent.backends.protocol import NvmlError
@@ -34,13 +32,15 @@ from migweaver.agent.main import run_node
 from migweaver.agent.node_agent import NodeAgent
 from migweaver.agent.node_capacity import NodeCapacity
 from migweaver.agent.pods import PodWatcher
-from migweaver.core.allocation import (
+from migweaver.core.mig.profiles import Placement
+from migweaver.core.resources.allocation import (
     ANNOTATION_ALLOCATION,
     ANNOTATION_BIND_ERROR,
     ANNOTATION_BIND_PHASE,
     ANNOTATION_BIND_TIME,
 )
-from migweaver.core.profiles import Placement
+from tests.component.fake_kubelet import FakeKubelet
+from tests.component.memory_api import MemoryEvents, MemoryNodes, MemoryObjects, MemoryPods
 
 NODE = "n1"
 SEED_POD = Path(__file__).resolve().parents[2] / "examples" / "pod-seed.yaml"

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from fakegpu_helpers import build, placed, uuid_at
 
 from migweaver.agent.backends.fake import (
     MUTATING_CALLS,
@@ -23,9 +22,10 @@ from migweaver.agent.backends.protocol import (
     NvmlError,
     profile_table,
 )
-from migweaver.core.catalog import CATALOG, GpuModel, match_model, model_keys
-from migweaver.core.geometry import layout_problems
-from migweaver.core.profiles import MigProfile, Placement, ProfileTable
+from migweaver.core.mig.catalog import CATALOG, GpuModel, match_model, model_keys
+from migweaver.core.mig.geometry import layout_problems
+from migweaver.core.mig.profiles import MigProfile, Placement, ProfileTable
+from tests.component.fakegpu_helpers import build, placed, uuid_at
 
 A100 = "A100-SXM4-80GB"
 H100 = "H100-SXM5-80GB"

@@ -6,15 +6,15 @@ import asyncio
 from typing import Any
 
 import pytest
-from memory_api import MemoryEvents, MemoryNodes, MemoryObjects
 
 from migweaver.agent.backends.fake import FakeBackend
 from migweaver.agent.backends.protocol import NvmlError
 from migweaver.agent.node_agent import NodeAgent
 from migweaver.agent.reconciler import Reconciler, ReconcileResult
 from migweaver.agent.waiting import until_stopped
-from migweaver.core.catalog import get_model
-from migweaver.core.profiles import Placement
+from migweaver.core.mig.catalog import get_model
+from migweaver.core.mig.profiles import Placement
+from tests.component.memory_api import MemoryEvents, MemoryNodes, MemoryObjects
 
 NODE = "n1"
 

@@ -15,14 +15,6 @@ from collections.abc import Callable, Iterator
 
 import pynvml
 import pytest
-from pynvml_stub import (
-    CArgObject,
-    PynvmlStub,
-    StubMisuse,
-    a100_80gb,
-    h100_sxm,
-    tesla_t4,
-)
 
 from migweaver.agent.backends.nvml import NvmlBackend
 from migweaver.agent.backends.protocol import (
@@ -33,8 +25,16 @@ from migweaver.agent.backends.protocol import (
     NvmlError,
     profile_table,
 )
-from migweaver.core.catalog import get_model, match_model
-from migweaver.core.profiles import Placement
+from migweaver.core.mig.catalog import get_model, match_model
+from migweaver.core.mig.profiles import Placement
+from tests.component.pynvml_stub import (
+    CArgObject,
+    PynvmlStub,
+    StubMisuse,
+    a100_80gb,
+    h100_sxm,
+    tesla_t4,
+)
 
 A100, H100, T4 = 0, 1, 2
 MIG_UUID = re.compile(r"^MIG-[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}$")

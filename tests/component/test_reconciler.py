@@ -7,22 +7,22 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from fakegpu_helpers import FakeClock, build, placed, spec_for, uuid_at
 
 from migweaver.agent.backends.fake import MUTATING_CALLS, FakeBackend, SimulatedCrash
 from migweaver.agent.backends.protocol import MigModeState, NvmlError
 from migweaver.agent.reconciler import Reconciler, ReconcileResult
 from migweaver.agent.status import layout_status, observed_status
-from migweaver.core.diff import BlockReason
-from migweaver.core.geometry import layout_problems
-from migweaver.core.models import (
+from migweaver.core.agent.diff import BlockReason
+from migweaver.core.mig.geometry import layout_problems
+from migweaver.core.mig.profiles import Placement
+from migweaver.core.resources.models import (
     CONDITION_APPLIED,
     CONDITION_DEGRADED,
     CONDITION_READY,
     Condition,
     MigLayoutSpec,
 )
-from migweaver.core.profiles import Placement
+from tests.component.fakegpu_helpers import FakeClock, build, placed, spec_for, uuid_at
 
 A100 = "A100-SXM4-80GB"
 H100 = "H100-SXM5-80GB"

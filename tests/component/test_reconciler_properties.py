@@ -8,7 +8,6 @@ exactly the spec. Crashes at random NVML calls are followed by a fresh reconcile
 
 from __future__ import annotations
 
-from fakegpu_helpers import FakeClock, spec_of
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -22,8 +21,9 @@ from hypothesis.stateful import (
 from migweaver.agent.backends.fake import FakeBackend, SimulatedCrash
 from migweaver.agent.backends.protocol import NvmlError
 from migweaver.agent.reconciler import Reconciler
-from migweaver.core.geometry import PlacedInstance, layout_problems, valid_layouts
-from migweaver.core.profiles import Placement
+from migweaver.core.mig.geometry import PlacedInstance, layout_problems, valid_layouts
+from migweaver.core.mig.profiles import Placement
+from tests.component.fakegpu_helpers import FakeClock, spec_of
 
 MODELS = ("A100-SXM4-80GB", "H100-SXM5-80GB")
 TABLES = {key: FakeBackend([key]).table(0) for key in MODELS}

@@ -8,15 +8,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from sim_helpers import DIFFERENCE, hami_node, mig_node, pod_group, scenario
 
 from migweaver.agent.backends.fake import FakeBackend
-from migweaver.core.plan import Assignment
+from migweaver.core.planning.plan import Assignment
 from migweaver.sim.engine import Simulation, _Pod, run_simulation
 from migweaver.sim.policies import HamiLegacyPolicy, MigweaverPolicy, Policy, policy_named
 from migweaver.sim.report import report_json
 from migweaver.sim.results import SimResult
 from migweaver.sim.scenario import LoadedScenario, load_scenario_text
+from tests.component.sim_helpers import DIFFERENCE, hami_node, mig_node, pod_group, scenario
 
 # Pods of every size arrive and leave on two MIG GPUs and one hami-core GPU; the small
 # ones keep coming while large ones wait, so GPUs are repartitioned around busy instances.

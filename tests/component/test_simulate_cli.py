@@ -8,12 +8,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from sim_helpers import DIFFERENCE, ROOT
 
 from migweaver.cli import main
 from migweaver.sim.engine import run_simulation
 from migweaver.sim.policies import POLICIES, policy_named
 from migweaver.sim.scenario import load_scenario
+from tests.component.sim_helpers import DIFFERENCE, ROOT
 
 SCENARIOS = sorted((ROOT / "examples" / "scenarios").glob("*.yaml"))
 

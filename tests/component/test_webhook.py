@@ -18,8 +18,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from kopf._cogs.structs import bodies, patches  # kopf builds these for every review
 
-from migweaver.core.admission import SCHEDULING_GATE
-from migweaver.core.requests import DEFAULTS, RequestDefaults
+from migweaver.core.operator.admission import SCHEDULING_GATE
+from migweaver.core.resources.requests import DEFAULTS, RequestDefaults
 from migweaver.operator import webhook
 
 GPU, MEM = "nvidia.com/gpu", "nvidia.com/gpumem"

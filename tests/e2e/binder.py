@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from kube_api import PODS, Kube, KubeError, meta
+from tests.e2e.kube_api import PODS, Kube, KubeError, meta
 
 log = logging.getLogger("e2e.binder")
 

@@ -23,11 +23,12 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from binder import run_binder
-from emulator import Emulator
-from kube_api import CRDS, NAMESPACES, Kube, KubeError
 from pytest_asyncio import is_async_test
-from tls import TlsFiles, make_tls, openssl_available
+
+from tests.e2e.binder import run_binder
+from tests.e2e.emulator import Emulator
+from tests.e2e.kube_api import CRDS, NAMESPACES, Kube, KubeError
+from tests.e2e.tls import TlsFiles, make_tls, openssl_available
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "crds"

@@ -20,15 +20,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from emulator import Emulator
-from kube_api import EVENTS, MIGLAYOUTS, NODES, Kube, condition, meta
 
 from migweaver.agent.backends.fake import FakeBackend
 from migweaver.agent.main import AgentOptions, run_agent
 from migweaver.agent.node_agent import NodeAgent
-from migweaver.core.models import LABEL_NODE, MIGLAYOUT_PLURAL, NODECONFIG_PLURAL, node_label_value
+from migweaver.core.resources.models import (
+    LABEL_NODE,
+    MIGLAYOUT_PLURAL,
+    NODECONFIG_PLURAL,
+    node_label_value,
+)
 from migweaver.k8s.client import ClusterObjects, CoreObjects, connect
 from migweaver.k8s.events import EventRecorder
+from tests.e2e.emulator import Emulator
+from tests.e2e.kube_api import EVENTS, MIGLAYOUTS, NODES, Kube, condition, meta
 
 JsonDict = dict[str, Any]
 T = TypeVar("T")

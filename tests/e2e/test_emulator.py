@@ -22,8 +22,12 @@ import pytest
 import pytest_asyncio
 import yaml
 from aiohttp import web
-from emulator import Emulator
-from kube_api import (
+
+from migweaver.core.resources.models import LABEL_NODE, MIGLAYOUT_PLURAL
+from migweaver.k8s.client import ApiError, ClusterObjects, Conflict, CoreObjects, NotFound
+from migweaver.k8s.events import EventRecorder
+from tests.e2e.emulator import Emulator
+from tests.e2e.kube_api import (
     CONFIGMAPS,
     CRDS,
     EVENTS,
@@ -40,11 +44,7 @@ from kube_api import (
     condition,
     meta,
 )
-from tls import TlsFiles
-
-from migweaver.core.models import LABEL_NODE, MIGLAYOUT_PLURAL
-from migweaver.k8s.client import ApiError, ClusterObjects, Conflict, CoreObjects, NotFound
-from migweaver.k8s.events import EventRecorder
+from tests.e2e.tls import TlsFiles
 
 JsonDict = dict[str, Any]
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 import yaml
-from kube_api import CRDS, JsonDict, Kube, KubeError, Ref, meta
 
 from migweaver.operator.main import peering_body
+from tests.e2e.kube_api import CRDS, JsonDict, Kube, KubeError, Ref, meta
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"

@@ -9,11 +9,11 @@ import contextlib
 from typing import Any
 
 import pytest
-from kube_api import NODES, PODS, Kube, meta
 
 from migweaver.agent.node_capacity import NodeCapacity
-from migweaver.core.allocation import ANNOTATION_BIND_PHASE
+from migweaver.core.resources.allocation import ANNOTATION_BIND_PHASE
 from migweaver.k8s.client import Conflict, CoreObjects, NodePods
+from tests.e2e.kube_api import NODES, PODS, Kube, meta
 
 GPU_RESOURCES = ("nvidia.com/gpumem", "nvidia.com/gpumem-percentage", "nvidia.com/gpucores")
 

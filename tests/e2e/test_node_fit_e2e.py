@@ -4,8 +4,9 @@ agents of test_operator_e2e.py against the same API."""
 
 from __future__ import annotations
 
-from kube_api import MIGLAYOUTS, NODES, PODS, Kube, meta
-from test_operator_e2e import (
+from migweaver.core.operator.pod_reservation import ANNOTATION_RESERVATION
+from tests.e2e.kube_api import MIGLAYOUTS, NODES, PODS, Kube, meta
+from tests.e2e.test_operator_e2e import (
     A100,
     HOSTNAME,
     PLACEMENT_GATE,
@@ -19,8 +20,6 @@ from test_operator_e2e import (
     wait_events,
     wait_pod,
 )
-
-from migweaver.core.pod_reservation import ANNOTATION_RESERVATION
 
 ZONE = "e2e.migweaver.io/zone"
 

@@ -25,7 +25,26 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from kube_api import (
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+from migweaver.agent.main import AgentOptions, run_agent
+from migweaver.core.config import CONFIGMAP_NAME
+from migweaver.core.operator.metric_rows import InvalidLayout, LayoutInput
+from migweaver.core.operator.pod_condition import CONDITION_TYPE
+from migweaver.core.operator.pod_reservation import ANNOTATION_RESERVATION, parse_reservation
+from migweaver.core.operator.state import PLACEMENT_GATE
+from migweaver.core.resources.allocation import (
+    ANNOTATION_ALLOCATION,
+    ANNOTATION_BIND_PHASE,
+    Allocation,
+    parse_allocation,
+)
+from migweaver.core.resources.models import LABEL_NODE, node_label_value
+from migweaver.operator.main import run_operator
+from migweaver.operator.metrics import OperatorMetrics
+from migweaver.operator.settings import OperatorOptions
+from tests.e2e.kube_api import (
     CONFIGMAPS,
     CRDS,
     EVENTS,
@@ -40,26 +59,7 @@ from kube_api import (
     condition,
     meta,
 )
-from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.samples import Sample
-from tls import TlsFiles
-
-from migweaver.agent.main import AgentOptions, run_agent
-from migweaver.core.allocation import (
-    ANNOTATION_ALLOCATION,
-    ANNOTATION_BIND_PHASE,
-    Allocation,
-    parse_allocation,
-)
-from migweaver.core.config import CONFIGMAP_NAME
-from migweaver.core.metric_rows import InvalidLayout, LayoutInput
-from migweaver.core.models import LABEL_NODE, node_label_value
-from migweaver.core.operator_state import PLACEMENT_GATE
-from migweaver.core.pod_condition import CONDITION_TYPE
-from migweaver.core.pod_reservation import ANNOTATION_RESERVATION, parse_reservation
-from migweaver.operator.main import run_operator
-from migweaver.operator.metrics import OperatorMetrics
-from migweaver.operator.settings import OperatorOptions
+from tests.e2e.tls import TlsFiles
 
 JsonDict = dict[str, Any]
 

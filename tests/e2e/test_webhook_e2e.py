@@ -23,11 +23,11 @@ from typing import Any
 import kopf
 import pytest
 import yaml
-from kube_api import MUTATING_WEBHOOKS, NAMESPACES, PODS, Kube, meta
-from tls import TlsFiles
 
-from migweaver.core.admission import SCHEDULING_GATE
+from migweaver.core.operator.admission import SCHEDULING_GATE
 from migweaver.operator import webhook
+from tests.e2e.kube_api import MUTATING_WEBHOOKS, NAMESPACES, PODS, Kube, meta
+from tests.e2e.tls import TlsFiles
 
 JsonDict = dict[str, Any]
 

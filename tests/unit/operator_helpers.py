@@ -4,21 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from migweaver.core.allocation import (
+from migweaver.core.operator.pod_reservation import (
+    ANNOTATION_RESERVATION,
+    ContainerReservation,
+    PodReservation,
+    ReservedDevice,
+)
+from migweaver.core.operator.state import PLACEMENT_GATE
+from migweaver.core.resources.allocation import (
     ANNOTATION_ALLOCATION,
     ANNOTATION_BIND_PHASE,
     AllocatedDevice,
     Allocation,
     ContainerAllocation,
 )
-from migweaver.core.models import PlacementModel
-from migweaver.core.operator_state import PLACEMENT_GATE
-from migweaver.core.pod_reservation import (
-    ANNOTATION_RESERVATION,
-    ContainerReservation,
-    PodReservation,
-    ReservedDevice,
-)
+from migweaver.core.resources.models import PlacementModel
 
 JsonDict = dict[str, Any]
 A100 = "NVIDIA A100-SXM4-80GB"

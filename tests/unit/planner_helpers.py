@@ -6,13 +6,13 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from migweaver.core.catalog import get_model
-from migweaver.core.cluster_file import load_cluster
 from migweaver.core.config import DeviceConfig, load_device_config
-from migweaver.core.geometry import PlacedInstance, fit_profiles, layout_problems
-from migweaver.core.plan import Assignment, Device, Plan
-from migweaver.core.requests import ContainerDemand, InvalidRequest, PodDemand, parse_pod
-from migweaver.core.snapshot import GpuState, InstanceState, Snapshot
+from migweaver.core.mig.catalog import get_model
+from migweaver.core.mig.geometry import PlacedInstance, fit_profiles, layout_problems
+from migweaver.core.planning.cluster_file import load_cluster
+from migweaver.core.planning.plan import Assignment, Device, Plan
+from migweaver.core.planning.snapshot import GpuState, InstanceState, Snapshot
+from migweaver.core.resources.requests import ContainerDemand, InvalidRequest, PodDemand, parse_pod
 
 SEED_CONFIG = """
 nvidia:

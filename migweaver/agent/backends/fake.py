@@ -50,9 +50,9 @@ from migweaver.agent.backends.protocol import (
     MigModeState,
     NvmlError,
 )
-from migweaver.core.catalog import GpuModel, get_model, model_keys
-from migweaver.core.geometry import PlacedInstance
-from migweaver.core.profiles import MigProfile, Placement, ProfileTable
+from migweaver.core.mig.catalog import GpuModel, get_model, model_keys
+from migweaver.core.mig.geometry import PlacedInstance
+from migweaver.core.mig.profiles import MigProfile, Placement, ProfileTable
 
 __all__ = [
     "MUTATING_CALLS",

@@ -35,7 +35,7 @@ from migweaver.agent.backends.protocol import (
     MigModeState,
     NvmlError,
 )
-from migweaver.core.profiles import Placement, normalize_profile_name
+from migweaver.core.mig.profiles import Placement, normalize_profile_name
 
 Handle: TypeAlias = object
 """An opaque NVML handle (`nvmlDevice_t`, `nvmlGpuInstance_t`, `nvmlComputeInstance_t`)."""

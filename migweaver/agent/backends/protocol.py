@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
-from migweaver.core.profiles import MigProfile, Placement, ProfileTable
+from migweaver.core.mig.profiles import MigProfile, Placement, ProfileTable
 
 
 class NvmlError(StrEnum):

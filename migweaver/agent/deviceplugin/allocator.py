@@ -1,7 +1,7 @@
 """`Allocate`: the devices of the container the kubelet is admitting, from its pod's
 allocation annotation, checked against the GPUs before they are handed out.
 
-The decision is `migweaver.core.binding.decide` (pure, documented there); this shell reads
+The decision is `migweaver.core.agent.binding.decide` (pure, documented there); this shell reads
 its inputs afresh for every call (the node's pods from the API, the GPUs concerned
 through the agent's GPU thread), writes the outcome on the pod and remembers which
 containers of a pod it has answered:
@@ -26,16 +26,7 @@ from typing import Any, Final, Protocol
 
 from migweaver.agent.deviceplugin.gpus import GpuReadError, GpuView
 from migweaver.agent.pods import PodStore
-from migweaver.core.allocation import (
-    ANNOTATION_ALLOCATION,
-    ANNOTATION_BIND_PHASE,
-    BIND_ALLOCATING,
-    BIND_FAILED,
-    BIND_SUCCESS,
-    annotations_of,
-    bind_patch,
-)
-from migweaver.core.binding import (
+from migweaver.core.agent.binding import (
     BindError,
     BindErrorCode,
     ContainerGrant,
@@ -43,6 +34,15 @@ from migweaver.core.binding import (
     PodRef,
     decide,
     match_container,
+)
+from migweaver.core.resources.allocation import (
+    ANNOTATION_ALLOCATION,
+    ANNOTATION_BIND_PHASE,
+    BIND_ALLOCATING,
+    BIND_FAILED,
+    BIND_SUCCESS,
+    annotations_of,
+    bind_patch,
 )
 from migweaver.k8s.client import ApiError, Conflict, JsonDict, NotFound
 

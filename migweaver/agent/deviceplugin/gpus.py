@@ -14,9 +14,9 @@ from migweaver.agent.backends.protocol import BackendError, GpuDevice
 from migweaver.agent.deviceplugin.devices import DEFAULT_SPLIT_COUNT, PluginGpu
 from migweaver.agent.node_agent import NodeAgent
 from migweaver.agent.reconciler import GpuObservation
-from migweaver.core.binding import ObservedGpu, ObservedInstance
-from migweaver.core.catalog import match_model
-from migweaver.core.models import layout_name
+from migweaver.core.agent.binding import ObservedGpu, ObservedInstance
+from migweaver.core.mig.catalog import match_model
+from migweaver.core.resources.models import layout_name
 
 __all__ = ["AgentGpus", "GpuReadError", "GpuView", "observed_gpu"]
 

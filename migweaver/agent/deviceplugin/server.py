@@ -33,7 +33,7 @@ from migweaver.agent.deviceplugin import api_pb2, api_pb2_grpc
 from migweaver.agent.deviceplugin.allocator import AllocateFailed, Allocator
 from migweaver.agent.deviceplugin.devices import HEALTHY, DeviceEntry, device_list
 from migweaver.agent.deviceplugin.gpus import GpuView
-from migweaver.core.binding import RESOURCE_GPU, BindErrorCode
+from migweaver.core.agent.binding import RESOURCE_GPU, BindErrorCode
 
 __all__ = [
     "API_VERSION",

@@ -1,0 +1,425 @@
+"""The device plugin's `Allocate` decision: which pod the kubelet is admitting, and what
+its container gets. Pure: the agent passes in the pods of its node, the number of device
+ids the kubelet sent and what it observed on the GPUs; the gRPC servicer only translates.
+
+The kubelet passes device ids, not the pod (the device plugin API has no pod in
+`Allocate`), so, as HAMi does, the pod is found by its annotations:
+
+1. candidates are the node's pods with `migweaver.io/bind-phase: allocating` that are not
+   being deleted and have not ended;
+2. a candidate's *next* container is its first container (in spec order) that asks for
+   `nvidia.com/gpu` and has not been allocated yet (the agent remembers, per pod uid, the
+   containers it answered: the kubelet allocates a pod's containers in order);
+3. the candidate matches when its next container asks for exactly as many
+   `nvidia.com/gpu` as the kubelet sent device ids;
+4. among matches, the oldest `migweaver.io/bind-time` wins (then the oldest pod, then the
+   name), since the operator releases pods to the scheduler in that order.
+
+The matched container's devices come from the pod's `migweaver.io/allocation`; each must
+still be on this node as allocated (a MIG UUID that still exists, at its placement, on a
+GPU in MIG mode; a hami-core GPU with MIG off) and free of other pods and processes.
+Anything else is a `BindError` naming the pod and the device: never a wrong device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Final
+
+from migweaver.core.mig.profiles import Placement
+from migweaver.core.resources.allocation import (
+    ANNOTATION_ALLOCATION,
+    ANNOTATION_BIND_PHASE,
+    ANNOTATION_BIND_TIME,
+    BIND_ALLOCATING,
+    BIND_SUCCESS,
+    AllocatedDevice,
+    Allocation,
+    AllocationError,
+    ContainerAllocation,
+    annotations_of,
+    parse_allocation,
+    parse_bind_time,
+    pod_is_terminal,
+    pod_key,
+)
+from migweaver.core.resources.requests import parse_quantity
+
+__all__ = [
+    "CDI_KIND",
+    "RESOURCE_GPU",
+    "BindError",
+    "BindErrorCode",
+    "ContainerGrant",
+    "ContainerMatch",
+    "ObservedGpu",
+    "ObservedInstance",
+    "PodRef",
+    "container_env",
+    "decide",
+    "gpu_containers",
+    "match_container",
+    "other_holders",
+    "verify_devices",
+]
+
+RESOURCE_GPU: Final = "nvidia.com/gpu"
+CDI_KIND: Final = "nvidia.com/gpu"
+"""CDI device kind of the NVIDIA Container Toolkit's generated spec (`nvidia-ctk cdi`)."""
+
+_ENV_VISIBLE: Final = "NVIDIA_VISIBLE_DEVICES"
+_ENV_MEMORY_LIMIT: Final = "CUDA_DEVICE_MEMORY_LIMIT_{}"
+_ENV_SM_LIMIT: Final = "CUDA_DEVICE_SM_LIMIT"
+
+
+class BindErrorCode(StrEnum):
+    """The gRPC status the kubelet receives (`grpc.StatusCode` names)."""
+
+    NOT_FOUND = "NOT_FOUND"
+    """No pod waits for this many devices, or an allocated device no longer exists."""
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    """The pod's allocation cannot be served: malformed, for another node, or a device
+    that another pod or a process holds."""
+    UNAVAILABLE = "UNAVAILABLE"
+    """The agent could not check: the API or the GPU could not be read."""
+
+
+@dataclass(frozen=True, slots=True)
+class PodRef:
+    namespace: str
+    name: str
+    uid: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @classmethod
+    def of(cls, pod: Mapping[str, Any]) -> PodRef:
+        meta = pod.get("metadata")
+        m = meta if isinstance(meta, Mapping) else {}
+        return cls(str(m.get("namespace") or ""), str(m.get("name") or ""), str(m.get("uid") or ""))
+
+
+@dataclass(frozen=True, slots=True)
+class BindError:
+    """Why a container gets no devices. `pod` is None when no pod matched at all (then
+    nothing on any pod changes); otherwise that pod's bind-phase becomes `failed`."""
+
+    code: BindErrorCode
+    message: str
+    pod: PodRef | None = None
+    device: str | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedInstance:
+    """A MIG device that exists now: UUID, profile, placement and the processes on it."""
+
+    uuid: str
+    profile: str
+    placement: Placement
+    pids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedGpu:
+    """One managed GPU of the node as just read from NVML."""
+
+    uuid: str
+    index: int
+    mig_enabled: bool
+    instances: tuple[ObservedInstance, ...] = ()
+
+    def instance(self, uuid: str) -> ObservedInstance | None:
+        return next((i for i in self.instances if i.uuid == uuid), None)
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerMatch:
+    """The container the kubelet is admitting and its devices.
+
+    `remaining` are the pod's GPU containers after this one (empty: this is the last, and
+    the pod's bind-phase becomes `success`); `annotation` is the allocation text the
+    decision was made on (the agent re-checks it before writing the bind-phase).
+    """
+
+    pod: PodRef
+    container: str
+    allocation: ContainerAllocation
+    remaining: tuple[str, ...]
+    annotation: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerGrant:
+    """What one container gets: environment, CDI device names, and the devices behind them."""
+
+    match: ContainerMatch
+    envs: dict[str, str]
+    cdi_devices: tuple[str, ...] = ()
+    devices: tuple[AllocatedDevice, ...] = field(default=())
+
+    @property
+    def last(self) -> bool:
+        return not self.match.remaining
+
+
+# ------------------------------------------------------------------------------- match
+
+
+def gpu_containers(pod: Mapping[str, Any], resource: str = RESOURCE_GPU) -> list[tuple[str, int]]:
+    """`(name, count)` of the pod's containers that ask for `resource`, in spec order.
+
+    The count is what the kubelet allocates: the limit (extended resources have equal
+    requests and limits), else the request. Unreadable values count as 0: such a pod was
+    refused by the API server or the kubelet long before it reaches `Allocate`.
+    """
+    spec = pod.get("spec")
+    containers = spec.get("containers") if isinstance(spec, Mapping) else None
+    result: list[tuple[str, int]] = []
+    for container in containers if isinstance(containers, list) else []:
+        if not isinstance(container, Mapping):
+            continue
+        resources = container.get("resources")
+        res = resources if isinstance(resources, Mapping) else {}
+        count = 0
+        for section in (res.get("limits"), res.get("requests")):
+            if isinstance(section, Mapping) and resource in section:
+                try:
+                    count = parse_quantity(section[resource])
+                except ValueError:
+                    count = 0
+                break
+        if count > 0:
+            result.append((str(container.get("name") or ""), count))
+    return result
+
+
+def _waiting(pod: Mapping[str, Any]) -> bool:
+    meta = pod.get("metadata")
+    deleting = isinstance(meta, Mapping) and meta.get("deletionTimestamp")
+    return (
+        not deleting
+        and not pod_is_terminal(pod)
+        and annotations_of(pod).get(ANNOTATION_BIND_PHASE) == BIND_ALLOCATING
+    )
+
+
+def _order(pod: Mapping[str, Any]) -> tuple[int, int, str, str]:
+    # Pods without a readable bind-time go last, then by creation (RFC 3339 sorts as text).
+    bind_time = parse_bind_time(annotations_of(pod).get(ANNOTATION_BIND_TIME))
+    meta = pod.get("metadata")
+    created = str(meta.get("creationTimestamp") or "") if isinstance(meta, Mapping) else ""
+    return (0 if bind_time is not None else 1, bind_time or 0, created, pod_key(pod))
+
+
+def match_container(
+    pods: Iterable[Mapping[str, Any]],
+    *,
+    node: str,
+    device_count: int,
+    progress: Mapping[str, frozenset[str]] | None = None,
+) -> ContainerMatch | BindError:
+    """The container the kubelet is admitting (module docstring, steps 1-4).
+
+    `progress` maps a pod uid to the containers already answered. A matched pod whose
+    allocation is unusable for this container is an error of that pod, not a reason to
+    try the next one: the kubelet is admitting it, and another pod's devices would be a
+    wrong device.
+    """
+    done = progress or {}
+    waiting: list[str] = []
+    candidates: list[tuple[tuple[int, int, str, str], Mapping[str, Any], str, tuple[str, ...]]] = []
+    for pod in pods:
+        if not _waiting(pod):
+            continue
+        ref = PodRef.of(pod)
+        todo = [
+            (name, count)
+            for name, count in gpu_containers(pod)
+            if name not in done.get(ref.uid, frozenset())
+        ]
+        if not todo:
+            continue
+        (name, count), rest = todo[0], tuple(n for n, _ in todo[1:])
+        waiting.append(f"{ref.key} (container {name} asks {count})")
+        if count == device_count:
+            candidates.append((_order(pod), pod, name, rest))
+    if not candidates:
+        why = "; waiting: " + ", ".join(sorted(waiting)) if waiting else "; no pod is waiting"
+        return BindError(
+            BindErrorCode.NOT_FOUND,
+            f"no pod on node {node} with {ANNOTATION_BIND_PHASE}={BIND_ALLOCATING} waits for "
+            f"{device_count} {RESOURCE_GPU} in its next container{why}",
+        )
+    _, pod, container, rest = min(candidates, key=lambda c: c[0])
+    ref = PodRef.of(pod)
+    text = annotations_of(pod).get(ANNOTATION_ALLOCATION)
+    allocation = parse_allocation(text)
+    if isinstance(allocation, AllocationError):
+        return BindError(BindErrorCode.FAILED_PRECONDITION, f"pod {ref.key}: {allocation}", pod=ref)
+    if allocation.node != node:
+        return BindError(
+            BindErrorCode.FAILED_PRECONDITION,
+            f"pod {ref.key}: {ANNOTATION_ALLOCATION} is for node {allocation.node}, "
+            f"but the pod runs on {node}",
+            pod=ref,
+        )
+    devices = allocation.container(container)
+    if devices is None:
+        return BindError(
+            BindErrorCode.FAILED_PRECONDITION,
+            f"pod {ref.key}: {ANNOTATION_ALLOCATION} has no devices for container {container}",
+            pod=ref,
+        )
+    if len(devices.devices) != device_count:
+        return BindError(
+            BindErrorCode.FAILED_PRECONDITION,
+            f"pod {ref.key} container {container}: {ANNOTATION_ALLOCATION} lists "
+            f"{len(devices.devices)} devices, the container asks {device_count} {RESOURCE_GPU}",
+            pod=ref,
+        )
+    assert isinstance(text, str)  # parse_allocation accepted it
+    return ContainerMatch(ref, container, devices, rest, text)
+
+
+# ------------------------------------------------------------------------------ verify
+
+
+def other_holders(pods: Iterable[Mapping[str, Any]], node: str, exclude_uid: str) -> dict[str, str]:
+    """MIG UUID -> `ns/name` of other live pods that already got the device (`success`)."""
+    holders: dict[str, str] = {}
+    for pod in sorted(pods, key=pod_key):
+        ref = PodRef.of(pod)
+        annotations = annotations_of(pod)
+        if ref.uid == exclude_uid or pod_is_terminal(pod):
+            continue
+        if annotations.get(ANNOTATION_BIND_PHASE) != BIND_SUCCESS:
+            continue
+        allocation = parse_allocation(annotations.get(ANNOTATION_ALLOCATION))
+        if not isinstance(allocation, Allocation) or allocation.node != node:
+            continue
+        for device in allocation.devices:
+            if device.mode == "mig" and device.mig_uuid:
+                holders.setdefault(device.mig_uuid, ref.key)
+    return holders
+
+
+def verify_devices(
+    match: ContainerMatch,
+    gpus: Mapping[str, ObservedGpu],
+    holders: Mapping[str, str],
+) -> BindError | None:
+    """None when every device of the match is on the node as allocated and free."""
+    where = f"pod {match.pod.key} container {match.container}"
+    devices = match.allocation.devices
+    modes = {d.mode for d in devices}
+    if len(modes) > 1:
+        return BindError(
+            BindErrorCode.FAILED_PRECONDITION,
+            f"{where}: mixes mig and hami-core devices; a container gets one kind",
+            pod=match.pod,
+        )
+    seen: set[str] = set()
+    for device in devices:
+        name = device.describe()
+        error = _device_error(device, gpus, holders, seen)
+        if error is not None:
+            code, reason = error
+            return BindError(
+                code, f"{where}: {name}: {reason}", pod=match.pod, device=device.visible_id
+            )
+        seen.add(device.visible_id)
+    return None
+
+
+def _device_error(
+    device: AllocatedDevice,
+    gpus: Mapping[str, ObservedGpu],
+    holders: Mapping[str, str],
+    seen: set[str],
+) -> tuple[BindErrorCode, str] | None:
+    gpu = gpus.get(device.gpu_uuid)
+    if gpu is None:
+        return BindErrorCode.NOT_FOUND, "the GPU is not one this agent manages on the node"
+    if device.mode == "hami-core":
+        if gpu.mig_enabled:
+            return BindErrorCode.FAILED_PRECONDITION, "the GPU is in MIG mode, not hami-core"
+        return None
+    assert device.mig_uuid is not None  # the model requires it for mig devices
+    if device.mig_uuid in seen:
+        return BindErrorCode.FAILED_PRECONDITION, "listed twice for the container"
+    if not gpu.mig_enabled:
+        return BindErrorCode.NOT_FOUND, "the GPU is not in MIG mode: the instance is gone"
+    instance = gpu.instance(device.mig_uuid)
+    if instance is None:
+        return BindErrorCode.NOT_FOUND, "no longer exists on the GPU"
+    if device.placement is not None and device.placement.to_placement() != instance.placement:
+        return (
+            BindErrorCode.NOT_FOUND,
+            f"that UUID is now a {instance.profile} at {instance.placement}: "
+            "the allocated instance no longer exists",
+        )
+    holder = holders.get(device.mig_uuid)
+    if holder is not None:
+        return BindErrorCode.FAILED_PRECONDITION, f"already allocated to pod {holder}"
+    if instance.pids:
+        pids = ", ".join(str(p) for p in instance.pids)
+        return BindErrorCode.FAILED_PRECONDITION, f"in use by process {pids} of no pod"
+    return None
+
+
+# ------------------------------------------------------------------------------ answer
+
+
+def container_env(
+    devices: Sequence[AllocatedDevice], *, cdi: bool = False
+) -> tuple[dict[str, str], tuple[str, ...]]:
+    """The environment and CDI device names of a container with these devices.
+
+    MIG: `NVIDIA_VISIBLE_DEVICES` lists the MIG UUIDs, which the NVIDIA container toolkit
+    turns into exactly those MIG devices. hami-core: the GPU UUIDs, plus the variables
+    HAMi-core's library reads: `CUDA_DEVICE_MEMORY_LIMIT_<i>` (MiB, `m` suffix) for the
+    i-th visible device and `CUDA_DEVICE_SM_LIMIT` (percent of SMs; 0 means no limit),
+    with `CUDA_DEVICE_SM_LIMIT_<i>` where a device's limit differs from the first.
+    With `cdi`, the devices are also named as CDI devices `nvidia.com/gpu=<UUID>`.
+    """
+    visible = [d.visible_id for d in devices]
+    envs = {_ENV_VISIBLE: ",".join(visible)}
+    shares = [d for d in devices if d.mode == "hami-core"]
+    if shares:
+        for i, device in enumerate(shares):
+            if device.memory_mib > 0:
+                envs[_ENV_MEMORY_LIMIT.format(i)] = f"{device.memory_mib}m"
+        envs[_ENV_SM_LIMIT] = str(shares[0].cores)
+        for i, device in enumerate(shares):
+            if device.cores != shares[0].cores:
+                envs[f"{_ENV_SM_LIMIT}_{i}"] = str(device.cores)
+    names = tuple(f"{CDI_KIND}={v}" for v in visible) if cdi else ()
+    return envs, names
+
+
+def decide(
+    pods: Sequence[Mapping[str, Any]],
+    *,
+    node: str,
+    device_count: int,
+    gpus: Mapping[str, ObservedGpu],
+    progress: Mapping[str, frozenset[str]] | None = None,
+    cdi: bool = False,
+) -> ContainerGrant | BindError:
+    """The answer to one container request of `Allocate` (see the module docstring)."""
+    match = match_container(pods, node=node, device_count=device_count, progress=progress)
+    if isinstance(match, BindError):
+        return match
+    error = verify_devices(match, gpus, other_holders(pods, node, match.pod.uid))
+    if error is not None:
+        return error
+    envs, names = container_env(match.allocation.devices, cdi=cdi)
+    return ContainerGrant(match, envs, names, tuple(match.allocation.devices))

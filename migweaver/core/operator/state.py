@@ -1,0 +1,398 @@
+"""What the operator knows, rebuilt from API objects alone, and the planner's snapshot of it.
+
+The operator is stateless (DESIGN.md section 7): every round it reads the MigLayouts, the
+NodeConfigs, the Nodes and the pods that concern it, and `cluster_state` turns those raw
+API dicts into a `ClusterState`:
+
+- per node the NodeConfig settings in force (mode, filtered GPUs), the node's labels, and
+  whether it takes new pods (cordoned, Ready, taints: `node_fit.NodeFacts`);
+- the MigLayouts that parse (the others are listed with the reason);
+- the pods waiting behind the `migweaver.io/placement` gate, parsed into demands (or the
+  reasons they cannot be honoured), with the reservation a previous plan recorded on them;
+- the allocations of released pods that still hold their devices.
+
+`build_snapshot` gives the planner its `Snapshot`: every managed GPU on nodes that carry
+their Node facts (so the planner skips nodes kube-scheduler would refuse), an instance reserved
+for a waiting pod or allocated to a released one marked busy (so the planner never moves
+or reassigns it), hami-core shares from the same two sources.
+
+Pure: no I/O, no clock (`now` is passed in).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeVar
+
+from pydantic import ValidationError
+
+from migweaver.core.mig.geometry import PlacedInstance
+from migweaver.core.mig.profiles import Placement, normalize_profile_name
+from migweaver.core.operator.metric_rows import short_error
+from migweaver.core.operator.pod_reservation import (
+    ANNOTATION_RESERVATION,
+    PodReservation,
+    pod_reservation,
+)
+from migweaver.core.planning.snapshot import GpuKey, Share, Snapshot, snapshot_from_layouts
+from migweaver.core.resources.allocation import (
+    ANNOTATION_ALLOCATION,
+    ANNOTATION_BIND_PHASE,
+    BIND_FAILED,
+    Allocation,
+    annotations_of,
+    pod_allocation,
+    pod_is_terminal,
+    pod_key,
+)
+from migweaver.core.resources.models import MigLayout, NodeConfig, OperatingMode
+from migweaver.core.resources.node_fit import NodeFacts, node_facts
+from migweaver.core.resources.nodeconfig import NodeSettings, settings_for
+from migweaver.core.resources.requests import (
+    DEFAULTS,
+    InvalidRequest,
+    PodDemand,
+    RequestDefaults,
+    parse_pod,
+)
+
+__all__ = [
+    "HOSTNAME_LABEL",
+    "allocated_rows",
+    "PLACEMENT_GATE",
+    "ClusterState",
+    "WaitingPod",
+    "build_snapshot",
+    "cluster_state",
+    "concerns_operator",
+    "gate_names",
+    "has_placement_gate",
+    "instance_owners",
+    "is_deleting",
+    "metadata_of",
+    "pod_trigger",
+    "snapshot_parts",
+    "wants_plan",
+]
+
+PLACEMENT_GATE: Final = "migweaver.io/placement"
+"""The scheduling gate the webhook adds to GPU pods and the operator removes on release."""
+HOSTNAME_LABEL: Final = "kubernetes.io/hostname"
+
+_T = TypeVar("_T")
+
+
+def metadata_of(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    meta = obj.get("metadata")
+    return meta if isinstance(meta, Mapping) else {}
+
+
+def gate_names(pod: Mapping[str, Any]) -> list[str]:
+    """The names of the pod's scheduling gates, in order."""
+    spec = pod.get("spec")
+    gates = spec.get("schedulingGates") if isinstance(spec, Mapping) else None
+    if not isinstance(gates, list):
+        return []
+    return [str(g.get("name")) for g in gates if isinstance(g, Mapping)]
+
+
+def has_placement_gate(pod: Mapping[str, Any]) -> bool:
+    return PLACEMENT_GATE in gate_names(pod)
+
+
+def is_deleting(obj: Mapping[str, Any]) -> bool:
+    return bool(metadata_of(obj).get("deletionTimestamp"))
+
+
+def concerns_operator(pod: Mapping[str, Any]) -> bool:
+    """Whether the operator must look at this pod: gated by migweaver, or holding (or
+    having held) migweaver devices. Used to filter the pod watch."""
+    annotations = annotations_of(pod)
+    return (
+        has_placement_gate(pod)
+        or ANNOTATION_RESERVATION in annotations
+        or ANNOTATION_ALLOCATION in annotations
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class WaitingPod:
+    """A pod behind the placement gate: its demand (or why it is invalid) and reservation."""
+
+    key: str
+    body: Mapping[str, Any]
+    demand: PodDemand | InvalidRequest
+    reservation: PodReservation | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterState:
+    """Everything the operator decides from, rebuilt from the API every round."""
+
+    layouts: dict[str, MigLayout] = field(default_factory=dict)
+    """Parsed MigLayouts by name."""
+    layout_bodies: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    """The same layouts as the API returned them (for resourceVersion and generation)."""
+    invalid_layouts: dict[str, str] = field(default_factory=dict)
+    """MigLayouts that do not parse: name -> the first problem (`spec.gpuIndex: ...`)."""
+    settings: dict[str, NodeSettings] = field(default_factory=dict)
+    """NodeConfig settings in force, per node (every node with a Node object or a layout)."""
+    node_labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    node_facts: dict[str, NodeFacts] = field(default_factory=dict)
+    """Per Node object: cordoned, Ready, taints (and labels), as the planner judges nodes."""
+    configs: tuple[NodeConfig, ...] = ()
+    config_bodies: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    """The NodeConfigs as the API returned them, by name."""
+    invalid_configs: dict[str, str] = field(default_factory=dict)
+    waiting: tuple[WaitingPod, ...] = ()
+    """Gated pods that are not being deleted, in name order."""
+    allocations: dict[str, Allocation] = field(default_factory=dict)
+    """Released pods that still hold their devices (not ended, bind-phase not failed)."""
+    by_gpu: dict[GpuKey, str] = field(default_factory=dict)
+    """(node, GPU index) -> MigLayout name (the first by name if two claim one GPU)."""
+
+    def layout_at(self, node: str, gpu_index: int) -> tuple[str, MigLayout] | None:
+        name = self.by_gpu.get((node, gpu_index))
+        return None if name is None else (name, self.layouts[name])
+
+    def mode(self, node: str) -> OperatingMode:
+        found = self.settings.get(node)
+        return found.mode if found is not None else "hami-core"
+
+    def manages(self, layout: MigLayout) -> bool:
+        """False for a GPU its node's NodeConfig lists in `filterDevices`."""
+        found = self.settings.get(layout.spec.node_name)
+        return found is None or found.manages(layout.spec.gpu_index, layout.spec.gpu_uuid)
+
+    @property
+    def reservations(self) -> dict[str, PodReservation]:
+        return {w.key: w.reservation for w in self.waiting if w.reservation is not None}
+
+    @property
+    def demands(self) -> list[PodDemand]:
+        """The waiting pods that parse, as the planner takes them."""
+        return [w.demand for w in self.waiting if isinstance(w.demand, PodDemand)]
+
+    def hostname(self, node: str) -> str:
+        """The node's `kubernetes.io/hostname` label (the node name when unknown)."""
+        return self.node_labels.get(node, {}).get(HOSTNAME_LABEL) or node
+
+
+def _parse_each(
+    objects: Iterable[Mapping[str, Any]], parse: Callable[[Mapping[str, Any]], _T]
+) -> tuple[dict[str, _T], dict[str, Mapping[str, Any]], dict[str, str]]:
+    """(parsed by name, the same objects as the API returned them, invalid name -> why)."""
+    parsed: dict[str, _T] = {}
+    bodies: dict[str, Mapping[str, Any]] = {}
+    invalid: dict[str, str] = {}
+    for body in objects:
+        name = str(metadata_of(body).get("name") or "")
+        try:
+            parsed[name] = parse(body)
+            bodies[name] = body
+        except ValidationError as exc:
+            invalid[name] = short_error(exc)
+    return parsed, bodies, invalid
+
+
+def cluster_state(
+    *,
+    pods: Iterable[Mapping[str, Any]],
+    layouts: Iterable[Mapping[str, Any]],
+    nodeconfigs: Iterable[Mapping[str, Any]],
+    nodes: Iterable[Mapping[str, Any]],
+    defaults: RequestDefaults = DEFAULTS,
+) -> ClusterState:
+    """The operator's state from raw API objects (as lists return them)."""
+    parsed, bodies, invalid = _parse_each(layouts, MigLayout.from_api)
+    by_name, config_bodies, invalid_configs = _parse_each(nodeconfigs, NodeConfig.from_api)
+    configs = tuple(by_name.values())
+    facts = {f.name: f for f in (node_facts(n) for n in nodes)}
+    labels = {name: dict(f.labels) for name, f in facts.items()}
+    node_names = set(labels) | {layout.spec.node_name for layout in parsed.values()}
+    settings = {n: settings_for(n, labels.get(n, {}), configs) for n in sorted(node_names)}
+
+    waiting: list[WaitingPod] = []
+    allocations: dict[str, Allocation] = {}
+    for pod in sorted(pods, key=pod_key):
+        key = pod_key(pod)
+        if has_placement_gate(pod):
+            if is_deleting(pod) or pod_is_terminal(pod):
+                continue
+            waiting.append(WaitingPod(key, pod, parse_pod(pod, defaults), pod_reservation(pod)))
+            continue
+        if pod_is_terminal(pod) or annotations_of(pod).get(ANNOTATION_BIND_PHASE) == BIND_FAILED:
+            continue
+        allocation = pod_allocation(pod)
+        if isinstance(allocation, Allocation):
+            allocations[key] = allocation
+    by_gpu: dict[GpuKey, str] = {}
+    for name in sorted(parsed):
+        spec = parsed[name].spec
+        by_gpu.setdefault((spec.node_name, spec.gpu_index), name)
+    return ClusterState(
+        by_gpu=by_gpu,
+        layouts=parsed,
+        layout_bodies=bodies,
+        invalid_layouts=invalid,
+        settings=settings,
+        node_labels=labels,
+        node_facts=facts,
+        configs=configs,
+        config_bodies=config_bodies,
+        invalid_configs=invalid_configs,
+        waiting=tuple(waiting),
+        allocations=allocations,
+    )
+
+
+# --------------------------------------------------------------------------- snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A device held by a pod (reserved or allocated), as the snapshot needs it."""
+
+    pod: str
+    gpu: GpuKey
+    gpu_uuid: str
+    mode: str
+    profile: str | None
+    placement: Placement | None
+    memory_mib: int
+    cores: int
+
+
+def _held_devices(state: ClusterState) -> list[_Held]:
+    """Allocated devices first, then reserved ones: when two pods name one instance (a
+    hand-over between replicas), the pod that already has it keeps it."""
+    held: list[_Held] = []
+    sources: list[tuple[str, str, Any]] = [
+        (pod, allocation.node, allocation.devices) for pod, allocation in state.allocations.items()
+    ]
+    sources += [
+        (pod, reservation.node, reservation.devices)
+        for pod, reservation in state.reservations.items()
+    ]
+    for pod, node, devices in sources:
+        for d in devices:
+            held.append(
+                _Held(
+                    pod,
+                    (node, d.gpu_index),
+                    d.gpu_uuid,
+                    d.mode,
+                    d.profile,
+                    d.placement.to_placement() if d.placement else None,
+                    d.memory_mib,
+                    d.cores,
+                )
+            )
+    return held
+
+
+def _spec_name(layout: MigLayout, profile: str, placement: Placement) -> str | None:
+    """The spec's spelling of `profile` at `placement`, or None when the spec lacks it."""
+    wanted = normalize_profile_name(profile)
+    for inst in layout.spec.instances:
+        if (
+            inst.placement.to_placement() == placement
+            and normalize_profile_name(inst.profile) == wanted
+        ):
+            return inst.profile
+    return None
+
+
+def snapshot_parts(
+    state: ClusterState,
+) -> tuple[dict[GpuKey, dict[PlacedInstance, str]], dict[GpuKey, list[Share]]]:
+    """Per GPU: the instances reserved or allocated (instance -> pod) and the shares."""
+    reservations: dict[GpuKey, dict[PlacedInstance, str]] = {}
+    shares: dict[GpuKey, list[Share]] = {}
+    for device in _held_devices(state):
+        found = state.layout_at(*device.gpu)
+        if found is None or found[1].spec.gpu_uuid != device.gpu_uuid:
+            continue  # the GPU is gone or is another GPU now: nothing to protect there
+        layout = found[1]
+        if device.mode == "hami-core":
+            shares.setdefault(device.gpu, []).append(
+                Share(device.pod, device.memory_mib, device.cores)
+            )
+            continue
+        if device.profile is None or device.placement is None:
+            continue
+        name = _spec_name(layout, device.profile, device.placement)
+        if name is not None:
+            per_gpu = reservations.setdefault(device.gpu, {})
+            per_gpu.setdefault(PlacedInstance(name, device.placement), device.pod)
+    return reservations, shares
+
+
+def instance_owners(state: ClusterState) -> dict[tuple[str, int, Placement], str]:
+    """(node, GPU index, placement) -> the pod an instance belongs to (allocated first)."""
+    reservations, _ = snapshot_parts(state)
+    return {
+        (gpu[0], gpu[1], inst.placement): pod
+        for gpu, per_gpu in reservations.items()
+        for inst, pod in per_gpu.items()
+    }
+
+
+def build_snapshot(state: ClusterState, now: float) -> Snapshot:
+    """The planner's snapshot: managed GPUs only, reserved and allocated devices busy."""
+    reservations, shares = snapshot_parts(state)
+    managed = [layout for layout in state.layouts.values() if state.manages(layout)]
+    node_modes = {node: settings.mode for node, settings in state.settings.items()}
+    return snapshot_from_layouts(
+        managed,
+        node_modes,
+        node_labels=state.node_labels,
+        node_facts=state.node_facts,
+        reservations=reservations,
+        shares={k: tuple(v) for k, v in shares.items()},
+        now=now,
+    )
+
+
+def wants_plan(pod: Mapping[str, Any]) -> bool:
+    """A pod whose arrival opens (or extends) a batch: gated, not being deleted, and not
+    reserved yet. Any other change of a pod the operator watches only asks for a round
+    (a release check, or capacity that freed up)."""
+    return (
+        has_placement_gate(pod)
+        and not is_deleting(pod)
+        and ANNOTATION_RESERVATION not in annotations_of(pod)
+    )
+
+
+def allocated_rows(state: ClusterState) -> list[tuple[str, str, int]]:
+    """(node, mode, MiB) of GPU memory held by released pods, per node and device mode."""
+    totals: dict[tuple[str, str], int] = {}
+    for allocation in state.allocations.values():
+        for device in allocation.devices:
+            key = (allocation.node, device.mode)
+            totals[key] = totals.get(key, 0) + device.memory_mib
+    return [(node, mode, mib) for (node, mode), mib in sorted(totals.items())]
+
+
+def pod_trigger(event_type: str | None, pod: Mapping[str, Any]) -> str | None:
+    """What a watch event of a pod asks of the operator.
+
+    - `"plan"`: a gated pod without a reservation (new, or changed): it opens a batch;
+    - `"round"`: a pod that may free capacity (deleted, being deleted, ended, refused by
+      the kubelet) or that is reserved (its release is checked);
+    - None: nothing (a running pod's routine status updates).
+    `event_type` is the watch's (`ADDED`, `MODIFIED`, `DELETED`), None for a listing.
+    """
+    if event_type == "DELETED":
+        return "round" if concerns_operator(pod) else None
+    if wants_plan(pod):
+        return "plan"
+    if has_placement_gate(pod) or event_type is None:
+        return "round"
+    if is_deleting(pod) or pod_is_terminal(pod):
+        return "round"
+    if annotations_of(pod).get(ANNOTATION_BIND_PHASE) == BIND_FAILED:
+        return "round"
+    return None
