@@ -52,9 +52,11 @@ from migweaver.agent.backends.fake import FakeBackend
 from migweaver.agent.node_agent import new_layout_body
 from migweaver.agent.reconciler import Reconciler
 from migweaver.agent.status import layout_status
-from migweaver.core.operator.pod_reservation import ANNOTATION_RESERVATION
-from migweaver.core.operator.state import PLACEMENT_GATE
-from migweaver.core.resources.allocation import ANNOTATION_ALLOCATION
+from migweaver.core.resources.api import (
+    ANNOTATION_ALLOCATION,
+    ANNOTATION_RESERVATION,
+    PLACEMENT_GATE,
+)
 from migweaver.core.resources.models import (
     LayoutInstance,
     MigLayout,

@@ -166,9 +166,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     from migweaver.core import config as config_mod
     from migweaver.core.planning.cluster_file import InputError, load_cluster, load_pods
-    from migweaver.core.planning.pending import parse_timestamp
     from migweaver.core.planning.plan_report import render_json, render_text
     from migweaver.core.planning.planner import plan
+    from migweaver.core.resources.api import parse_timestamp
     from migweaver.core.resources.requests import RequestDefaults
 
     texts = [_read_text(p) for p in (args.cluster, args.pods, args.config) if p is not None]

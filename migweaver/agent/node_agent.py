@@ -29,9 +29,8 @@ from migweaver.agent.reconciler import GpuObservation, Reconciler, ReconcileResu
 from migweaver.agent.status import layout_status, observed_status
 from migweaver.agent.waiting import pause, until_stopped
 from migweaver.core.resources.allocation import field_path
+from migweaver.core.resources.api import API_VERSION, LABEL_NODE
 from migweaver.core.resources.models import (
-    API_VERSION,
-    LABEL_NODE,
     MIGLAYOUT_KIND,
     LayoutInstance,
     MigLayout,

@@ -8,16 +8,16 @@ them directly and tests can compare bodies without client model classes.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, cast
 
 import aiohttp
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from migweaver.core.resources.models import GROUP, VERSION
+from migweaver.core.resources.api import GROUP, VERSION, format_timestamp
 
 JsonDict = dict[str, Any]
 
@@ -95,7 +95,7 @@ async def connect(kubeconfig: str | None = None) -> client.ApiClient:
 
 
 def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_timestamp(time.time())
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,8 @@ from typing import Any
 
 import kopf
 
-from migweaver.core.resources.models import GROUP, NODECONFIG_PLURAL, VERSION
+from migweaver.core.resources.api import GROUP, VERSION
+from migweaver.core.resources.models import NODECONFIG_PLURAL
 from migweaver.operator.triggers import Triggers
 
 

@@ -60,12 +60,11 @@ from migweaver.core.operator.state import (
     build_snapshot,
     cluster_state,
     instance_owners,
-    metadata_of,
 )
-from migweaver.core.planning.pending import parse_timestamp
 from migweaver.core.planning.plan import PlannerOptions
 from migweaver.core.planning.planner import plan
 from migweaver.core.resources.allocation import Allocation
+from migweaver.core.resources.api import format_timestamp, metadata_of, parse_timestamp
 from migweaver.core.resources.models import MIGLAYOUT_PLURAL, NODECONFIG_PLURAL
 from migweaver.core.resources.requests import RequestDefaults
 from migweaver.k8s.client import ApiError, ClusterObjects, Conflict, CoreObjects, NotFound
@@ -309,7 +308,7 @@ class Operator:
             )
         for report in nodeconfig_reports(state, waiting):
             config = state.config_bodies[report.name]
-            patch = status_patch(config, report, _rfc3339(self._wall()))
+            patch = status_patch(config, report, format_timestamp(self._wall()))
             if patch is None:
                 continue
             try:
@@ -397,7 +396,7 @@ class Operator:
         """Make the pod's `migweaver.io/Placement` condition say `wanted` (nothing when it
         already does). Best effort, like an Event: a failure is logged, the round goes on."""
         patch = condition_patch(
-            pod, wanted, _rfc3339(self._wall()), only_if_present=only_if_present
+            pod, wanted, format_timestamp(self._wall()), only_if_present=only_if_present
         )
         if patch is None:
             return
@@ -475,10 +474,6 @@ def _refused(exc: ApiError) -> bool:
     logged and the round goes on with the other objects; a failing server fails the round,
     which is retried. Conflict (409) and NotFound (404) are each caller's own business."""
     return 400 <= exc.status < 500
-
-
-def _rfc3339(seconds: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 async def _wait_any(seconds: float, *events: asyncio.Event) -> None:

@@ -16,7 +16,6 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -33,7 +32,7 @@ from pydantic.alias_generators import to_camel
 from migweaver.core.config import DeviceConfig, load_device_config
 from migweaver.core.mig.catalog import get_model, match_model, model_keys
 from migweaver.core.planning.cluster_file import InputError, yaml_documents
-from migweaver.core.planning.pending import parse_timestamp
+from migweaver.core.resources.api import format_timestamp, parse_timestamp
 from migweaver.core.resources.requests import InvalidRequest, PodDemand, parse_pod
 
 __all__ = [
@@ -143,7 +142,7 @@ class Scenario(_Model):
 
     @field_validator("start")
     @classmethod
-    def _rfc3339(cls, value: str) -> str:
+    def _start_is_rfc3339(cls, value: str) -> str:
         if parse_timestamp(value) == math.inf:
             raise ValueError(
                 f"expected an RFC 3339 time such as 2024-05-01T00:00:00Z, got {value!r}"
@@ -317,7 +316,7 @@ def _expand_pods(
         for n in range(group.count):
             arrival = group.at + n * group.every
             name = metadata["name"] if group.count == 1 else f"{metadata['name']}-{n + 1}"
-            created = _rfc3339(epoch + arrival)
+            created = format_timestamp(epoch + arrival)
             manifest = {
                 **group.pod,
                 "metadata": {
@@ -349,17 +348,13 @@ def _expand_pods(
     return pods
 
 
-def _rfc3339(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _unrepresentable_arrival(group: PodGroup, epoch: float) -> str | None:
     """`at: ...` or `every: ...` (the field to blame, with why) when a copy of the group
     would arrive after the last time a creationTimestamp can hold (the year 9999)."""
     last = group.at + (group.count - 1) * group.every
     for field, seconds in (("at", group.at), ("every", last)):
         try:
-            _rfc3339(epoch + seconds)
+            format_timestamp(epoch + seconds)
         except (OverflowError, ValueError, OSError):
             return (
                 f"{field}: the pods would arrive {seconds:g} s after the start, later than "

@@ -17,7 +17,7 @@ from migweaver.agent.node_capacity import NodeCapacity
 from migweaver.agent.pods import PodWatcher
 from migweaver.core.agent.binding import BindErrorCode, ObservedGpu, ObservedInstance
 from migweaver.core.mig.profiles import Placement
-from migweaver.core.resources.allocation import (
+from migweaver.core.resources.api import (
     ANNOTATION_ALLOCATION,
     ANNOTATION_BIND_ERROR,
     ANNOTATION_BIND_PHASE,

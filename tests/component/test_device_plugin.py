@@ -33,7 +33,7 @@ from migweaver.agent.node_agent import NodeAgent
 from migweaver.agent.node_capacity import NodeCapacity
 from migweaver.agent.pods import PodWatcher
 from migweaver.core.mig.profiles import Placement
-from migweaver.core.resources.allocation import (
+from migweaver.core.resources.api import (
     ANNOTATION_ALLOCATION,
     ANNOTATION_BIND_ERROR,
     ANNOTATION_BIND_PHASE,

@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from kopf._cogs.structs import bodies, patches  # kopf builds these for every review
 
-from migweaver.core.operator.admission import SCHEDULING_GATE
+from migweaver.core.resources.api import PLACEMENT_GATE
 from migweaver.core.resources.requests import DEFAULTS, RequestDefaults
 from migweaver.operator import webhook
 
@@ -56,7 +56,7 @@ def test_kopf_turns_the_handler_patch_into_json_patch_against_the_reviewed_objec
     assert sorted(patch.as_json_patch(), key=lambda op: op["path"]) == [
         {"op": "add", "path": "/spec/containers/0/resources/limits/nvidia.com~1gpu", "value": "1"},
         {"op": "add", "path": "/spec/containers/0/resources/requests", "value": {GPU: "1"}},
-        {"op": "add", "path": "/spec/schedulingGates/1", "value": {"name": SCHEDULING_GATE}},
+        {"op": "add", "path": "/spec/schedulingGates/1", "value": {"name": PLACEMENT_GATE}},
     ]
     assert warnings == []
 
@@ -65,14 +65,14 @@ def test_a_pod_without_gates_gets_the_whole_list() -> None:
     body, patch = review(gpu_pod({GPU: "1"}))
     webhook.handle_review(body, patch, "CREATE", [], lambda: DEFAULTS, log)
     assert patch.as_json_patch() == [
-        {"op": "add", "path": "/spec/schedulingGates", "value": [{"name": SCHEDULING_GATE}]}
+        {"op": "add", "path": "/spec/schedulingGates", "value": [{"name": PLACEMENT_GATE}]}
     ]
 
 
 def test_untouched_pods_leave_kopf_patch_empty() -> None:
     for raw in (
         gpu_pod({"cpu": "1"}),
-        gpu_pod({GPU: "1"}, schedulingGates=[{"name": SCHEDULING_GATE}]),
+        gpu_pod({GPU: "1"}, schedulingGates=[{"name": PLACEMENT_GATE}]),
     ):
         body, patch = review(raw)
         webhook.handle_review(body, patch, "CREATE", [], lambda: DEFAULTS, log)

@@ -24,12 +24,8 @@ import pytest
 from migweaver.agent.backends.fake import FakeBackend
 from migweaver.agent.main import AgentOptions, run_agent
 from migweaver.agent.node_agent import NodeAgent
-from migweaver.core.resources.models import (
-    LABEL_NODE,
-    MIGLAYOUT_PLURAL,
-    NODECONFIG_PLURAL,
-    node_label_value,
-)
+from migweaver.core.resources.api import LABEL_NODE
+from migweaver.core.resources.models import MIGLAYOUT_PLURAL, NODECONFIG_PLURAL, node_label_value
 from migweaver.k8s.client import ClusterObjects, CoreObjects, connect
 from migweaver.k8s.events import EventRecorder
 from tests.e2e.emulator import Emulator

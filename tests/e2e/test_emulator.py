@@ -23,7 +23,8 @@ import pytest_asyncio
 import yaml
 from aiohttp import web
 
-from migweaver.core.resources.models import LABEL_NODE, MIGLAYOUT_PLURAL
+from migweaver.core.resources.api import LABEL_NODE
+from migweaver.core.resources.models import MIGLAYOUT_PLURAL
 from migweaver.k8s.client import ApiError, ClusterObjects, Conflict, CoreObjects, NotFound
 from migweaver.k8s.events import EventRecorder
 from tests.e2e.emulator import Emulator

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from migweaver.agent.node_capacity import NodeCapacity
-from migweaver.core.resources.allocation import ANNOTATION_BIND_PHASE
+from migweaver.core.resources.api import ANNOTATION_BIND_PHASE
 from migweaver.k8s.client import Conflict, CoreObjects, NodePods
 from tests.e2e.kube_api import NODES, PODS, Kube, meta
 

@@ -4,7 +4,7 @@ agents of test_operator_e2e.py against the same API."""
 
 from __future__ import annotations
 
-from migweaver.core.operator.pod_reservation import ANNOTATION_RESERVATION
+from migweaver.core.resources.api import ANNOTATION_RESERVATION
 from tests.e2e.kube_api import MIGLAYOUTS, NODES, PODS, Kube, meta
 from tests.e2e.test_operator_e2e import (
     A100,

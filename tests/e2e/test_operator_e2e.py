@@ -31,16 +31,17 @@ from prometheus_client.samples import Sample
 from migweaver.agent.main import AgentOptions, run_agent
 from migweaver.core.config import CONFIGMAP_NAME
 from migweaver.core.operator.metric_rows import InvalidLayout, LayoutInput
-from migweaver.core.operator.pod_condition import CONDITION_TYPE
-from migweaver.core.operator.pod_reservation import ANNOTATION_RESERVATION, parse_reservation
-from migweaver.core.operator.state import PLACEMENT_GATE
-from migweaver.core.resources.allocation import (
+from migweaver.core.operator.pod_reservation import parse_reservation
+from migweaver.core.resources.allocation import Allocation, parse_allocation
+from migweaver.core.resources.api import (
     ANNOTATION_ALLOCATION,
     ANNOTATION_BIND_PHASE,
-    Allocation,
-    parse_allocation,
+    ANNOTATION_RESERVATION,
+    LABEL_NODE,
+    PLACEMENT_CONDITION,
+    PLACEMENT_GATE,
 )
-from migweaver.core.resources.models import LABEL_NODE, node_label_value
+from migweaver.core.resources.models import node_label_value
 from migweaver.operator.main import run_operator
 from migweaver.operator.metrics import OperatorMetrics
 from migweaver.operator.settings import OperatorOptions
@@ -156,7 +157,7 @@ def placement_is(status: str, reason: str) -> Callable[[JsonDict | None], bool]:
     """The pod's `migweaver.io/Placement` condition has this status and reason."""
 
     def check(pod: JsonDict | None) -> bool:
-        found = condition(pod, CONDITION_TYPE) or {}
+        found = condition(pod, PLACEMENT_CONDITION) or {}
         return (found.get("status"), found.get("reason")) == (status, reason)
 
     return check
@@ -342,7 +343,7 @@ async def test_seed_pod_gets_two_mig_instances_on_one_node(kube: Kube, binder: N
         ready = next(e for e in events if e["reason"] == "MigReady")
         assert node in ready["message"]
         # Placed at its first plan: no condition, no status write (docs/operator.md).
-        assert condition(pod, CONDITION_TYPE) is None
+        assert condition(pod, PLACEMENT_CONDITION) is None
         await wait_events(kube, layout, {"LayoutChanged"}, "default")
         bound = await wait_pod(kube, "gpu-pod", lambda p: bool(p and p["spec"].get("nodeName")))
         assert bound["spec"]["nodeName"] == node
@@ -554,7 +555,7 @@ async def test_impossible_pod_gets_one_migunschedulable_event(kube: Kube, binder
             assert "7g.80gb" in event["message"]
             # The pod condition says the same, beside the scheduler's condition.
             waiting = await wait_pod(kube, "huge", placement_is("False", "MigUnschedulable"))
-            said = condition(waiting, CONDITION_TYPE)
+            said = condition(waiting, PLACEMENT_CONDITION)
             assert said is not None
             assert said["message"] == event["message"]
             assert said["lastTransitionTime"]
@@ -572,7 +573,7 @@ async def test_impossible_pod_gets_one_migunschedulable_event(kube: Kube, binder
             still = await kube.get(PODS, "huge")
             assert still["spec"]["schedulingGates"] == [{"name": PLACEMENT_GATE}]
             assert ANNOTATION_RESERVATION not in (meta(still).get("annotations") or {})
-            assert condition(still, CONDITION_TYPE) == said
+            assert condition(still, PLACEMENT_CONDITION) == said
             assert condition(still, "PodScheduled") is not None
             if kube.is_emulator:  # a real scheduler may still touch its own condition
                 assert meta(still)["resourceVersion"] == meta(waiting)["resourceVersion"]
@@ -598,7 +599,7 @@ async def test_invalid_request_gets_an_invalidrequest_condition(kube: Kube, bind
         await mark_scheduling_gated(kube, "bad-request")
         async with running_operator(kube):
             waiting = await wait_pod(kube, "bad-request", placement_is("False", "InvalidRequest"))
-            said = condition(waiting, CONDITION_TYPE)
+            said = condition(waiting, PLACEMENT_CONDITION)
             assert said is not None
             assert said["message"].startswith("invalid GPU request: ")
             assert '["nvidia.com/gpumem-percentage"]' in said["message"]
@@ -622,14 +623,14 @@ async def test_waiting_pods_condition_turns_true_when_it_is_released(
         await kube.create(PODS, gpu_pod("next", 1, 40000, "mig"))
         await mark_scheduling_gated(kube, "next")
         waiting = await wait_pod(kube, "next", placement_is("False", "MigUnschedulable"))
-        before = condition(waiting, CONDITION_TYPE)
+        before = condition(waiting, PLACEMENT_CONDITION)
         assert before is not None
         assert "3g.40gb" in before["message"]
 
         await kube.patch(PODS, "whole", {"status": {"phase": "Succeeded"}}, subresource="status")
         pod = await wait_pod(kube, "next", placement_is("True", "MigReady"))
         assert released(pod)
-        said = condition(pod, CONDITION_TYPE)
+        said = condition(pod, PLACEMENT_CONDITION)
         assert said is not None
         # The GPU is idle now: its 7g.80gb is repartitioned into the size the pod needs.
         device = allocation_of(pod).devices[0]
@@ -638,7 +639,7 @@ async def test_waiting_pods_condition_turns_true_when_it_is_released(
         where = f"{device.placement.start}:{device.placement.size}"
         assert said["message"] == f"released to {node}: main gets {device.profile}@{where} on gpu0"
         bound = await wait_pod(kube, "next", lambda p: bool(p and p["spec"].get("nodeName")))
-        assert condition(bound, CONDITION_TYPE) is not None
+        assert condition(bound, PLACEMENT_CONDITION) is not None
         assert condition(bound, "PodScheduled") is not None
 
 

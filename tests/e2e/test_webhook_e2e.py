@@ -24,7 +24,7 @@ import kopf
 import pytest
 import yaml
 
-from migweaver.core.operator.admission import SCHEDULING_GATE
+from migweaver.core.resources.api import PLACEMENT_GATE
 from migweaver.operator import webhook
 from tests.e2e.kube_api import MUTATING_WEBHOOKS, NAMESPACES, PODS, Kube, meta
 from tests.e2e.tls import TlsFiles
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.emulator_only(
 
 MANIFEST = Path(__file__).resolve().parents[2] / "manifests" / "webhook.yaml"
 GPU, MEM, CORES = "nvidia.com/gpu", "nvidia.com/gpumem", "nvidia.com/gpucores"
-GATE = {"name": SCHEDULING_GATE}
+GATE = {"name": PLACEMENT_GATE}
 OTHER_GATE = {"name": "example.com/quota"}
 START_TIMEOUT = 60.0
 

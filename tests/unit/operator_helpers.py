@@ -5,18 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from migweaver.core.operator.pod_reservation import (
-    ANNOTATION_RESERVATION,
     ContainerReservation,
     PodReservation,
     ReservedDevice,
 )
-from migweaver.core.operator.state import PLACEMENT_GATE
-from migweaver.core.resources.allocation import (
+from migweaver.core.resources.allocation import AllocatedDevice, Allocation, ContainerAllocation
+from migweaver.core.resources.api import (
     ANNOTATION_ALLOCATION,
     ANNOTATION_BIND_PHASE,
-    AllocatedDevice,
-    Allocation,
-    ContainerAllocation,
+    ANNOTATION_RESERVATION,
+    PLACEMENT_GATE,
 )
 from migweaver.core.resources.models import PlacementModel
 

@@ -36,13 +36,15 @@ from migweaver.core.agent.binding import (
     match_container,
 )
 from migweaver.core.resources.allocation import (
-    ANNOTATION_ALLOCATION,
-    ANNOTATION_BIND_PHASE,
     BIND_ALLOCATING,
     BIND_FAILED,
     BIND_SUCCESS,
-    annotations_of,
     bind_patch,
+)
+from migweaver.core.resources.api import (
+    ANNOTATION_ALLOCATION,
+    ANNOTATION_BIND_PHASE,
+    annotations_of,
 )
 from migweaver.k8s.client import ApiError, Conflict, JsonDict, NotFound
 

@@ -30,20 +30,22 @@ from typing import Any, Final
 
 from migweaver.core.mig.profiles import Placement
 from migweaver.core.resources.allocation import (
-    ANNOTATION_ALLOCATION,
-    ANNOTATION_BIND_PHASE,
-    ANNOTATION_BIND_TIME,
     BIND_ALLOCATING,
     BIND_SUCCESS,
     AllocatedDevice,
     Allocation,
     AllocationError,
     ContainerAllocation,
-    annotations_of,
     parse_allocation,
     parse_bind_time,
     pod_is_terminal,
     pod_key,
+)
+from migweaver.core.resources.api import (
+    ANNOTATION_ALLOCATION,
+    ANNOTATION_BIND_PHASE,
+    ANNOTATION_BIND_TIME,
+    annotations_of,
 )
 from migweaver.core.resources.requests import parse_quantity
 

@@ -19,12 +19,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+from migweaver.core.resources.api import escape_pointer
+
 __all__ = [
     "MANAGED_RESOURCES",
     "RESOURCE_GPUCORES",
     "RESOURCE_GPUMEM",
     "RESOURCE_GPUMEM_PERCENTAGE",
-    "escape_pointer",
     "node_capacity",
     "status_patch",
 ]
@@ -51,11 +52,6 @@ def node_capacity(gpu_memory_mib: Iterable[int]) -> dict[str, str]:
         RESOURCE_GPUMEM_PERCENTAGE: percent,
         RESOURCE_GPUCORES: percent,
     }
-
-
-def escape_pointer(token: str) -> str:
-    """A JSON pointer reference token (RFC 6901): `~` as `~0`, `/` as `~1`."""
-    return token.replace("~", "~0").replace("/", "~1")
 
 
 def status_patch(node: Mapping[str, Any], desired: Mapping[str, str]) -> list[dict[str, Any]]:

@@ -10,9 +10,10 @@ from pydantic import ValidationError
 from migweaver.core.config.checks import check_config
 from migweaver.core.config.flat_lists import ungroup_flat_lists
 from migweaver.core.config.issues import ConfigResult, IssueCollector
-from migweaver.core.config.messages import describe_kind, pydantic_message
+from migweaver.core.config.messages import pydantic_message
 from migweaver.core.config.schema import CONFIG_KEY, DeviceConfig
 from migweaver.core.config.yaml_source import ConfigMapText, parse_yaml
+from migweaver.core.resources.api import describe_kind
 
 __all__ = ["load_device_config"]
 

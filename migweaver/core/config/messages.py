@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-__all__ = ["describe_kind", "pydantic_message", "short_repr"]
+from migweaver.core.resources.api import short_repr
 
-# Long inputs (a whole mapping pasted where a name belongs) would drown the message.
-_MAX_SHOWN: Final = 80
+__all__ = ["pydantic_message"]
+
 
 _TYPE_MESSAGES: Final = {
     "model_type": "expected a mapping",
@@ -44,16 +44,3 @@ def pydantic_message(err: Mapping[str, Any]) -> str:
     else:
         message = _TYPE_MESSAGES.get(kind, str(err["msg"]))
     return f"{message} (got {short_repr(err.get('input'))})"
-
-
-def short_repr(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
-
-
-def describe_kind(value: Any) -> str:
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return f"{type(value).__name__} {short_repr(value)}"

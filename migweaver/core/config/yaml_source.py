@@ -15,8 +15,8 @@ from typing import Any, Final
 import yaml
 
 from migweaver.core.config.issues import IssueCollector
-from migweaver.core.config.messages import describe_kind
 from migweaver.core.config.schema import CONFIG_KEY, CONFIGMAP_NAME
+from migweaver.core.resources.api import describe_kind
 
 __all__ = ["ConfigMapText", "parse_yaml"]
 

@@ -31,23 +31,22 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
-from migweaver.core.operator.state import PLACEMENT_GATE
-from migweaver.core.resources.allocation import ANNOTATION_ALLOCATION, annotations_of
+from migweaver.core.resources.api import (
+    ANNOTATION_ALLOCATION,
+    PLACEMENT_GATE,
+    annotations_of,
+    escape_pointer,
+)
 from migweaver.core.resources.requests import DEFAULTS, RequestDefaults, wants_gpu
 
 __all__ = [
-    "SCHEDULING_GATE",
     "Mutation",
     "apply_operations",
-    "escape_pointer",
     "has_gate",
     "mutate_pod",
 ]
-
-SCHEDULING_GATE: Final = PLACEMENT_GATE
-"""The gate the webhook adds: the one the operator removes when it releases the pod."""
 
 JsonPatchOperation = dict[str, Any]
 
@@ -72,17 +71,12 @@ class Mutation:
         return bool(self.operations)
 
 
-def escape_pointer(token: str) -> str:
-    """One JSON-pointer reference token (RFC 6901): `nvidia.com/gpu` -> `nvidia.com~1gpu`."""
-    return token.replace("~", "~0").replace("/", "~1")
-
-
 def has_gate(pod: Mapping[str, Any]) -> bool:
     """Whether the pod's `spec.schedulingGates` names the migweaver gate."""
     gates = _spec(pod).get("schedulingGates")
     if not isinstance(gates, list | tuple):
         return False
-    return any(isinstance(g, Mapping) and g.get("name") == SCHEDULING_GATE for g in gates)
+    return any(isinstance(g, Mapping) and g.get("name") == PLACEMENT_GATE for g in gates)
 
 
 def mutate_pod(pod: Mapping[str, Any], defaults: RequestDefaults = DEFAULTS) -> Mutation:
@@ -112,12 +106,12 @@ def mutate_pod(pod: Mapping[str, Any], defaults: RequestDefaults = DEFAULTS) -> 
     operations: list[JsonPatchOperation] = []
     gates = spec.get("schedulingGates")
     if gates is None:
-        operations.append(_add("/spec/schedulingGates", [{"name": SCHEDULING_GATE}]))
+        operations.append(_add("/spec/schedulingGates", [{"name": PLACEMENT_GATE}]))
     elif not isinstance(gates, list | tuple):
         reason = "spec.schedulingGates is not a list: left for the apiserver to refuse"
         return Mutation((), reason, asks_gpu=True)
     elif not has_gate(pod):
-        operations.append(_add("/spec/schedulingGates/-", {"name": SCHEDULING_GATE}))
+        operations.append(_add("/spec/schedulingGates/-", {"name": PLACEMENT_GATE}))
 
     defaulted: list[str] = []
     if defaults.default_gpu_num > 0:
@@ -132,10 +126,10 @@ def mutate_pod(pod: Mapping[str, Any], defaults: RequestDefaults = DEFAULTS) -> 
     if not operations:
         return Mutation(
             (),
-            f"already gated with {SCHEDULING_GATE}; no device count to default",
+            f"already gated with {PLACEMENT_GATE}; no device count to default",
             asks_gpu=True,
         )
-    done = [] if has_gate(pod) else [f"gate {SCHEDULING_GATE} added"]
+    done = [] if has_gate(pod) else [f"gate {PLACEMENT_GATE} added"]
     if defaulted:
         done.append(
             f"{defaults.resource_count}: {defaults.default_gpu_num} defaulted for "

@@ -26,7 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from migweaver.core.operator.state import ClusterState, metadata_of, snapshot_parts
+from migweaver.core.operator.state import ClusterState, snapshot_parts
+from migweaver.core.resources.api import metadata_of
 from migweaver.core.resources.models import (
     Condition,
     MigLayout,

@@ -27,15 +27,12 @@ from typing import Any
 
 from migweaver.core.mig.geometry import PlacedInstance
 from migweaver.core.mig.profiles import Placement, normalize_profile_name
-from migweaver.core.operator.pod_reservation import (
-    ANNOTATION_RESERVATION,
-    PodReservation,
-    reservation_from_assignment,
-)
-from migweaver.core.operator.state import ClusterState, WaitingPod, metadata_of
+from migweaver.core.operator.pod_reservation import PodReservation, reservation_from_assignment
+from migweaver.core.operator.state import ClusterState, WaitingPod
 from migweaver.core.planning.plan import Assignment, Plan, Unplaceable
 from migweaver.core.planning.snapshot import GpuKey, Snapshot
-from migweaver.core.resources.allocation import annotations_of, describe_containers
+from migweaver.core.resources.allocation import describe_containers
+from migweaver.core.resources.api import ANNOTATION_RESERVATION, annotations_of, metadata_of
 from migweaver.core.resources.models import LayoutInstance, MigLayout, PlacementModel
 from migweaver.core.resources.requests import InvalidRequest
 

@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from migweaver.core.resources.allocation import Allocation, describe_containers
+from migweaver.core.resources.api import PLACEMENT_CONDITION
 from migweaver.core.resources.requests import InvalidRequest, PodDemand
 
 __all__ = [
-    "CONDITION_TYPE",
     "MAX_MESSAGE",
     "PlacementCondition",
     "condition_patch",
@@ -45,7 +45,6 @@ __all__ = [
     "unplaceable_condition",
 ]
 
-CONDITION_TYPE = "migweaver.io/Placement"
 MAX_MESSAGE = 1024
 """As an Event's message (`k8s.events.MAX_MESSAGE`): the condition says the same text."""
 
@@ -86,7 +85,7 @@ def current_condition(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
     status = pod.get("status")
     conditions = status.get("conditions") if isinstance(status, Mapping) else None
     for item in conditions if isinstance(conditions, list) else []:
-        if isinstance(item, Mapping) and item.get("type") == CONDITION_TYPE:
+        if isinstance(item, Mapping) and item.get("type") == PLACEMENT_CONDITION:
             return item
     return None
 
@@ -120,7 +119,7 @@ def condition_patch(
     ):
         since = str(current.get("lastTransitionTime") or now)
     condition = {
-        "type": CONDITION_TYPE,
+        "type": PLACEMENT_CONDITION,
         "status": wanted.status,
         "reason": wanted.reason,
         "message": message,

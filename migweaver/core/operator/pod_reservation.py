@@ -23,16 +23,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from migweaver.core.planning.plan import Assignment, Device
-from migweaver.core.resources.allocation import DeviceMode, annotations_of
+from migweaver.core.resources.allocation import DeviceMode
+from migweaver.core.resources.api import ANNOTATION_RESERVATION, annotations_of
 from migweaver.core.resources.models import PlacementModel
 
 __all__ = [
-    "ANNOTATION_RESERVATION",
     "ContainerReservation",
     "PodReservation",
     "ReservedDevice",
@@ -40,8 +40,6 @@ __all__ = [
     "pod_reservation",
     "reservation_from_assignment",
 ]
-
-ANNOTATION_RESERVATION: Final = "migweaver.io/reservation"
 
 
 class _Wire(BaseModel):

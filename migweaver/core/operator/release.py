@@ -25,24 +25,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from migweaver.core.mig.profiles import Placement, normalize_profile_name
-from migweaver.core.operator.pod_reservation import (
-    ANNOTATION_RESERVATION,
-    PodReservation,
-    ReservedDevice,
-)
-from migweaver.core.operator.state import (
-    HOSTNAME_LABEL,
-    PLACEMENT_GATE,
-    ClusterState,
-    gate_names,
-    instance_owners,
-    metadata_of,
-)
+from migweaver.core.operator.pod_reservation import PodReservation, ReservedDevice
+from migweaver.core.operator.state import ClusterState, gate_names, instance_owners
 from migweaver.core.resources.allocation import (
     AllocatedDevice,
     Allocation,
     ContainerAllocation,
     release_annotations,
+)
+from migweaver.core.resources.api import (
+    ANNOTATION_RESERVATION,
+    HOSTNAME_LABEL,
+    PLACEMENT_GATE,
+    metadata_of,
 )
 from migweaver.core.resources.models import InstanceStatus, MigLayout
 

@@ -23,28 +23,30 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
 from migweaver.core.mig.geometry import PlacedInstance
 from migweaver.core.mig.profiles import Placement, normalize_profile_name
 from migweaver.core.operator.metric_rows import short_error
-from migweaver.core.operator.pod_reservation import (
-    ANNOTATION_RESERVATION,
-    PodReservation,
-    pod_reservation,
-)
+from migweaver.core.operator.pod_reservation import PodReservation, pod_reservation
 from migweaver.core.planning.snapshot import GpuKey, Share, Snapshot, snapshot_from_layouts
 from migweaver.core.resources.allocation import (
-    ANNOTATION_ALLOCATION,
-    ANNOTATION_BIND_PHASE,
     BIND_FAILED,
     Allocation,
-    annotations_of,
     pod_allocation,
     pod_is_terminal,
     pod_key,
+)
+from migweaver.core.resources.api import (
+    ANNOTATION_ALLOCATION,
+    ANNOTATION_BIND_PHASE,
+    ANNOTATION_RESERVATION,
+    HOSTNAME_LABEL,
+    PLACEMENT_GATE,
+    annotations_of,
+    metadata_of,
 )
 from migweaver.core.resources.models import MigLayout, NodeConfig, OperatingMode
 from migweaver.core.resources.node_fit import NodeFacts, node_facts
@@ -58,9 +60,7 @@ from migweaver.core.resources.requests import (
 )
 
 __all__ = [
-    "HOSTNAME_LABEL",
     "allocated_rows",
-    "PLACEMENT_GATE",
     "ClusterState",
     "WaitingPod",
     "build_snapshot",
@@ -70,22 +70,13 @@ __all__ = [
     "has_placement_gate",
     "instance_owners",
     "is_deleting",
-    "metadata_of",
     "pod_trigger",
     "snapshot_parts",
     "wants_plan",
 ]
 
-PLACEMENT_GATE: Final = "migweaver.io/placement"
-"""The scheduling gate the webhook adds to GPU pods and the operator removes on release."""
-HOSTNAME_LABEL: Final = "kubernetes.io/hostname"
 
 _T = TypeVar("_T")
-
-
-def metadata_of(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    meta = obj.get("metadata")
-    return meta if isinstance(meta, Mapping) else {}
 
 
 def gate_names(pod: Mapping[str, Any]) -> list[str]:

@@ -18,7 +18,6 @@ import yaml
 from migweaver.core.mig.catalog import GpuModel, get_model, match_model, model_keys
 from migweaver.core.mig.geometry import layout_problems
 from migweaver.core.mig.profiles import Placement
-from migweaver.core.planning.pending import parse_timestamp
 from migweaver.core.planning.snapshot import (
     GpuState,
     InstanceState,
@@ -27,6 +26,7 @@ from migweaver.core.planning.snapshot import (
     Snapshot,
     fake_gpu_uuid,
 )
+from migweaver.core.resources.api import describe_kind, parse_timestamp
 from migweaver.core.resources.node_fit import Taint
 from migweaver.core.resources.requests import (
     DEFAULTS,
@@ -96,16 +96,6 @@ def yaml_documents(text: str, source: str) -> list[Any]:
         raise InputError([f"{source}: invalid YAML: nested too deeply"]) from None
 
 
-def _kind(value: Any) -> str:
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    if value is None:
-        return "nothing"
-    return f"{type(value).__name__} {value!r}"
-
-
 def _time_text(value: Any) -> Any:
     """A time as the API writes it (text): an unquoted time in the YAML is a date or
     datetime to PyYAML, and would otherwise count as no time at all."""
@@ -141,7 +131,7 @@ def load_cluster(text: str, source: str = "cluster.yaml") -> Snapshot:
     documents = [d for d in yaml_documents(text, source) if d is not None]
     errors = _Errors(source)
     if len(documents) != 1 or not isinstance(documents[0], Mapping):
-        got = "no document" if not documents else _kind(documents[0])
+        got = "no document" if not documents else describe_kind(documents[0])
         if len(documents) > 1:
             got = f"{len(documents)} documents"
         raise InputError([f"{source}: expected one mapping with a `nodes:` list, got {got}"])
@@ -158,7 +148,7 @@ def load_cluster(text: str, source: str = "cluster.yaml") -> Snapshot:
             now = 0.0
     raw_nodes = doc.get("nodes")
     if not isinstance(raw_nodes, list):
-        errors.add("nodes", f"expected a list of nodes, got {_kind(raw_nodes)}")
+        errors.add("nodes", f"expected a list of nodes, got {describe_kind(raw_nodes)}")
         raise InputError(errors.messages)
     nodes: list[NodeState] = []
     seen_nodes: set[str] = set()
@@ -178,12 +168,12 @@ def load_cluster(text: str, source: str = "cluster.yaml") -> Snapshot:
 
 def _node(errors: _Errors, path: str, raw: Any, seen_uuids: set[str]) -> NodeState | None:
     if not isinstance(raw, Mapping):
-        errors.add(path, f"expected a node mapping, got {_kind(raw)}")
+        errors.add(path, f"expected a node mapping, got {describe_kind(raw)}")
         return None
     errors.unknown_keys(path, raw, _NODE_KEYS)
     name = raw.get("name")
     if not isinstance(name, str) or not name:
-        errors.add(f"{path}.name", f"expected a node name, got {_kind(name)}")
+        errors.add(f"{path}.name", f"expected a node name, got {describe_kind(name)}")
         name = ""
     mode = raw.get("mode", "hami-core")
     if mode not in ("mig", "hami-core"):
@@ -207,7 +197,7 @@ def _node(errors: _Errors, path: str, raw: Any, seen_uuids: set[str]) -> NodeSta
     if isinstance(raw_gpus, Mapping):
         raw_gpus = [raw_gpus]
     if not isinstance(raw_gpus, list):
-        errors.add(f"{path}.gpus", f"expected a list of GPUs, got {_kind(raw_gpus)}")
+        errors.add(f"{path}.gpus", f"expected a list of GPUs, got {describe_kind(raw_gpus)}")
         raw_gpus = []
     specs = [
         spec
@@ -230,7 +220,7 @@ def _taints(errors: _Errors, path: str, raw: Any) -> tuple[Taint, ...]:
     """`[{key: gpu, value: reserved, effect: NoSchedule}]`, or kubectl's
     `gpu=reserved:NoSchedule` strings."""
     if not isinstance(raw, list):
-        errors.add(path, f"expected a list of taints, got {_kind(raw)}")
+        errors.add(path, f"expected a list of taints, got {describe_kind(raw)}")
         return ()
     result: list[Taint] = []
     for k, raw_item in enumerate(raw):
@@ -248,15 +238,16 @@ def _taints(errors: _Errors, path: str, raw: Any) -> tuple[Taint, ...]:
             errors.unknown_keys(where, item, _TAINT_KEYS)
         else:
             errors.add(
-                where, f"expected a taint mapping or key=value:Effect, got {_kind(raw_item)}"
+                where,
+                f"expected a taint mapping or key=value:Effect, got {describe_kind(raw_item)}",
             )
             continue
         key, value, effect = item.get("key"), item.get("value", ""), item.get("effect")
         if not isinstance(key, str) or not key:
-            errors.add(f"{where}.key", f"expected a taint key, got {_kind(key)}")
+            errors.add(f"{where}.key", f"expected a taint key, got {describe_kind(key)}")
             continue
         if not isinstance(value, str):
-            errors.add(f"{where}.value", f"expected a string, got {_kind(value)}")
+            errors.add(f"{where}.value", f"expected a string, got {describe_kind(value)}")
             continue
         if effect not in _TAINT_EFFECTS:
             errors.add(
@@ -313,7 +304,7 @@ def _expand(
 
 def _gpu_spec(errors: _Errors, path: str, raw: Any) -> _GpuSpec | None:
     if not isinstance(raw, Mapping):
-        errors.add(path, f"expected a GPU mapping, got {_kind(raw)}")
+        errors.add(path, f"expected a GPU mapping, got {describe_kind(raw)}")
         return None
     errors.unknown_keys(path, raw, _GPU_KEYS)
     model_name = raw.get("model")
@@ -339,11 +330,11 @@ def _gpu_spec(errors: _Errors, path: str, raw: Any) -> _GpuSpec | None:
         index = None
     uuid = raw.get("uuid")
     if uuid is not None and not isinstance(uuid, str):
-        errors.add(f"{path}.uuid", f"expected a string, got {_kind(uuid)}")
+        errors.add(f"{path}.uuid", f"expected a string, got {describe_kind(uuid)}")
         uuid = None
     name = raw.get("name", f"NVIDIA {model.key}")
     if not isinstance(name, str):
-        errors.add(f"{path}.name", f"expected the NVML device name, got {_kind(name)}")
+        errors.add(f"{path}.name", f"expected the NVML device name, got {describe_kind(name)}")
         name = f"NVIDIA {model.key}"
     memory = raw.get("memoryMiB", model.memory_mib)
     if not _is_int(memory) or memory < 1:
@@ -364,13 +355,13 @@ def _gpu_spec(errors: _Errors, path: str, raw: Any) -> _GpuSpec | None:
 
 def _instances(errors: _Errors, path: str, raw: Any, model: GpuModel) -> list[InstanceState]:
     if not isinstance(raw, list):
-        errors.add(f"{path}.instances", f"expected a list, got {_kind(raw)}")
+        errors.add(f"{path}.instances", f"expected a list, got {describe_kind(raw)}")
         return []
     result: list[InstanceState] = []
     for k, item in enumerate(raw):
         where = f"{path}.instances[{k}]"
         if not isinstance(item, Mapping):
-            errors.add(where, f"expected an instance mapping, got {_kind(item)}")
+            errors.add(where, f"expected an instance mapping, got {describe_kind(item)}")
             continue
         errors.unknown_keys(where, item, _INSTANCE_KEYS)
         name = item.get("profile")
@@ -393,7 +384,7 @@ def _instances(errors: _Errors, path: str, raw: Any, model: GpuModel) -> list[In
         pod, uuid = item.get("pod"), item.get("uuid")
         for key, value in (("pod", pod), ("uuid", uuid)):
             if value is not None and not isinstance(value, str):
-                errors.add(f"{where}.{key}", f"expected a string, got {_kind(value)}")
+                errors.add(f"{where}.{key}", f"expected a string, got {describe_kind(value)}")
         result.append(
             InstanceState(
                 profile=str(name),
@@ -413,7 +404,9 @@ def _placement(errors: _Errors, path: str, raw: Any, size: int) -> Placement | N
     if _is_int(raw):
         raw = {"start": raw}
     if not isinstance(raw, Mapping) or not _is_int(raw.get("start")):
-        errors.add(path, f"expected {{start: N, size: M}} or a start slot, got {_kind(raw)}")
+        errors.add(
+            path, f"expected {{start: N, size: M}} or a start slot, got {describe_kind(raw)}"
+        )
         return None
     start, got = raw["start"], raw.get("size", size)
     if start < 0 or not _is_int(got) or got != size:
@@ -424,18 +417,18 @@ def _placement(errors: _Errors, path: str, raw: Any, size: int) -> Placement | N
 
 def _shares(errors: _Errors, path: str, raw: Any) -> list[Share]:
     if not isinstance(raw, list):
-        errors.add(f"{path}.shares", f"expected a list, got {_kind(raw)}")
+        errors.add(f"{path}.shares", f"expected a list, got {describe_kind(raw)}")
         return []
     result: list[Share] = []
     for k, item in enumerate(raw):
         where = f"{path}.shares[{k}]"
         if not isinstance(item, Mapping):
-            errors.add(where, f"expected a share mapping, got {_kind(item)}")
+            errors.add(where, f"expected a share mapping, got {describe_kind(item)}")
             continue
         errors.unknown_keys(where, item, _SHARE_KEYS)
         pod, memory, cores = item.get("pod"), item.get("memoryMiB", 0), item.get("cores", 0)
         if not isinstance(pod, str) or not pod:
-            errors.add(f"{where}.pod", f"expected namespace/name, got {_kind(pod)}")
+            errors.add(f"{where}.pod", f"expected namespace/name, got {describe_kind(pod)}")
             continue
         if not _is_int(memory) or memory < 0:
             errors.add(f"{where}.memoryMiB", f"expected MiB >= 0, got {memory!r}")
@@ -474,7 +467,7 @@ def load_pods(
             continue
         where = f"document {i + 1}"
         if not isinstance(doc, Mapping):
-            errors.add(where, f"expected a Pod manifest, got {_kind(doc)}")
+            errors.add(where, f"expected a Pod manifest, got {describe_kind(doc)}")
             continue
         kind = doc.get("kind", "Pod")
         if kind != "Pod":

@@ -13,16 +13,15 @@ scheduling policies as booleans, and the two keys the planner memoises by:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Hashable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from migweaver.core.planning._gpu_options import DeviceReq
+from migweaver.core.resources.api import parse_timestamp
 from migweaver.core.resources.node_fit import PodConstraints
 from migweaver.core.resources.requests import PodDemand, VgpuMode
 
-__all__ = ["PendingPod", "parse_timestamp", "pending_pod"]
+__all__ = ["PendingPod", "pending_pod"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,21 +86,6 @@ class PendingPod:
     @property
     def order_key(self) -> tuple[int, float, str]:
         return (-self.demand.pod_priority, self.created, self.key)
-
-
-def parse_timestamp(text: str | None) -> float:
-    """RFC 3339 (`2024-05-01T12:00:00Z`) to epoch seconds; +inf when absent or bad.
-
-    A time without an offset is UTC, as Kubernetes' times are, never the machine's zone:
-    the same input must give the same plan everywhere.
-    """
-    if not text:
-        return math.inf
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return math.inf
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
 def pending_pod(demand: PodDemand) -> PendingPod:

@@ -34,13 +34,16 @@ from typing import Any, Final, Literal, Protocol, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from migweaver.core.resources.api import (
+    ANNOTATION_ALLOCATION,
+    ANNOTATION_BIND_ERROR,
+    ANNOTATION_BIND_PHASE,
+    ANNOTATION_BIND_TIME,
+    annotations_of,
+)
 from migweaver.core.resources.models import PlacementModel
 
 __all__ = [
-    "ANNOTATION_ALLOCATION",
-    "ANNOTATION_BIND_ERROR",
-    "ANNOTATION_BIND_PHASE",
-    "ANNOTATION_BIND_TIME",
     "BIND_ALLOCATING",
     "BIND_FAILED",
     "BIND_SUCCESS",
@@ -51,7 +54,6 @@ __all__ = [
     "ContainerAllocation",
     "DeviceMode",
     "HeldDevice",
-    "annotations_of",
     "bind_patch",
     "field_path",
     "held_devices",
@@ -63,10 +65,6 @@ __all__ = [
     "release_annotations",
 ]
 
-ANNOTATION_ALLOCATION: Final = "migweaver.io/allocation"
-ANNOTATION_BIND_PHASE: Final = "migweaver.io/bind-phase"
-ANNOTATION_BIND_TIME: Final = "migweaver.io/bind-time"
-ANNOTATION_BIND_ERROR: Final = "migweaver.io/bind-error"
 
 BindPhase: TypeAlias = Literal["allocating", "success", "failed"]
 BIND_ALLOCATING: Final[BindPhase] = "allocating"
@@ -229,13 +227,6 @@ def parse_bind_time(value: object) -> int | None:
 
 
 # ------------------------------------------------------------------------------- pods
-
-
-def annotations_of(pod: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The pod's annotations, `{}` when absent or malformed."""
-    metadata = pod.get("metadata")
-    annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
-    return annotations if isinstance(annotations, Mapping) else {}
 
 
 def pod_key(pod: Mapping[str, Any]) -> str:

@@ -28,13 +28,12 @@ from typing import Any, Final
 import yaml
 from pydantic import BaseModel
 
+from migweaver.core.resources.api import GROUP, VERSION
 from migweaver.core.resources.models import (
-    GROUP,
     MIGLAYOUT_KIND,
     MIGLAYOUT_PLURAL,
     NODECONFIG_KIND,
     NODECONFIG_PLURAL,
-    VERSION,
     MigLayout,
     NodeConfig,
 )

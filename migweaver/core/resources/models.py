@@ -23,19 +23,16 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from pydantic.alias_generators import to_camel
 
 from migweaver.core.mig.profiles import Placement
+from migweaver.core.resources.api import API_VERSION
 
 __all__ = [
-    "API_VERSION",
     "CONDITION_APPLIED",
     "CONDITION_DEGRADED",
     "CONDITION_READY",
-    "GROUP",
-    "LABEL_NODE",
     "MIGLAYOUT_KIND",
     "MIGLAYOUT_PLURAL",
     "NODECONFIG_KIND",
     "NODECONFIG_PLURAL",
-    "VERSION",
     "ApiModel",
     "Condition",
     "ConditionStatus",
@@ -68,15 +65,10 @@ __all__ = [
     "used_summary",
 ]
 
-GROUP: Final = "migweaver.io"
-VERSION: Final = "v1alpha1"
-API_VERSION: Final = f"{GROUP}/{VERSION}"
 MIGLAYOUT_KIND: Final = "MigLayout"
 MIGLAYOUT_PLURAL: Final = "miglayouts"
 NODECONFIG_KIND: Final = "NodeConfig"
 NODECONFIG_PLURAL: Final = "nodeconfigs"
-LABEL_NODE: Final = "migweaver.io/node"
-"""Label on every MigLayout: its node (see `node_label_value`), so an agent lists only its own."""
 
 CONDITION_READY: Final = "Ready"
 CONDITION_APPLIED: Final = "Applied"

@@ -21,6 +21,7 @@ from enum import StrEnum
 from fractions import Fraction
 from typing import Any, Final, TypeGuard
 
+from migweaver.core.resources.api import json_text, json_type
 from migweaver.core.resources.node_fit import EMPTY_CONSTRAINTS, PodConstraints, pod_constraints
 
 __all__ = [
@@ -210,7 +211,7 @@ class _QuantityError(ValueError):
     """A quantity that is not a non-negative integer; `reason` omits the value itself."""
 
     def __init__(self, value: object, reason: str) -> None:
-        super().__init__(f"quantity {_quote(_show(value))}: {reason}")
+        super().__init__(f"quantity {_quote(json_text(value))}: {reason}")
         self.reason = reason
 
 
@@ -231,7 +232,7 @@ def parse_quantity(text: object) -> int:
     elif isinstance(text, str):
         value = _parse_quantity_text(text)
     else:
-        raise _QuantityError(text, f"a {_kind(text)} is not a quantity")
+        raise _QuantityError(text, f"a {json_type(text)} is not a quantity")
     if value < 0:
         raise _QuantityError(text, "negative")
     if value.denominator != 1:
@@ -278,7 +279,7 @@ class _Collector:
         self.errors: list[FieldError] = []
 
     def add(self, field: str, value: object, reason: str) -> None:
-        self.errors.append(FieldError(field=field, value=_show(value), reason=reason))
+        self.errors.append(FieldError(field=field, value=json_text(value), reason=reason))
 
     def quantity(self, field: str, value: object, rule: _Rule) -> int | None:
         """The value if it obeys `rule`, else None with the error recorded."""
@@ -496,7 +497,7 @@ def _mapping(errors: _Collector, value: object, field: str) -> Mapping[Any, Any]
         return {}
     if isinstance(value, Mapping):
         return value
-    errors.add(field, value, f"expected an object, got a {_kind(value)}")
+    errors.add(field, value, f"expected an object, got a {json_type(value)}")
     return {}
 
 
@@ -505,55 +506,19 @@ def _sequence(errors: _Collector, value: object, field: str) -> Sequence[Any]:
         return ()
     if _is_sequence(value):
         return value
-    errors.add(field, value, f"expected a list, got a {_kind(value)}")
+    errors.add(field, value, f"expected a list, got a {json_type(value)}")
     return ()
 
 
 def _string(errors: _Collector, value: object, field: str) -> str | None:
     if value is None or isinstance(value, str):
         return value
-    errors.add(field, value, f"expected a string, got a {_kind(value)}")
+    errors.add(field, value, f"expected a string, got a {json_type(value)}")
     return None
 
 
 def _is_sequence(value: object) -> TypeGuard[list[Any] | tuple[Any, ...]]:
     return isinstance(value, list | tuple)
-
-
-def _kind(value: object) -> str:
-    if isinstance(value, Mapping):
-        return "object"
-    if isinstance(value, list | tuple):
-        return "list"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return type(value).__name__
-
-
-def _show(value: object) -> str:
-    """`value` as a short string for a FieldError, whatever its type and size."""
-    if isinstance(value, str):
-        text = value
-    elif value is None:
-        text = "null"
-    elif isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, int):
-        # str() of a very large int raises ValueError (int_max_str_digits) in 3.11+.
-        text = str(value) if value.bit_length() <= 128 else f"<{value.bit_length()}-bit integer>"
-    elif isinstance(value, float):
-        text = repr(value)
-    elif isinstance(value, Mapping):
-        text = "{...}"
-    elif isinstance(value, list | tuple):
-        text = "[...]"
-    else:
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 1] + "…"
 
 
 def _quote(text: str) -> str:

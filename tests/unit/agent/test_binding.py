@@ -20,11 +20,11 @@ from migweaver.core.agent.binding import (
     match_container,
 )
 from migweaver.core.mig.profiles import Placement
-from migweaver.core.resources.allocation import (
+from migweaver.core.resources.allocation import AllocatedDevice
+from migweaver.core.resources.api import (
     ANNOTATION_ALLOCATION,
     ANNOTATION_BIND_PHASE,
     ANNOTATION_BIND_TIME,
-    AllocatedDevice,
 )
 
 NODE = "n1"

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from migweaver.core.agent.node_resources import escape_pointer, node_capacity, status_patch
+from migweaver.core.agent.node_resources import node_capacity, status_patch
+from migweaver.core.resources.api import escape_pointer
 
 RESOURCES = {
     "nvidia.com/gpumem": "106496",

@@ -10,22 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from migweaver.core.operator.admission import (
-    SCHEDULING_GATE,
-    Mutation,
-    apply_operations,
-    escape_pointer,
-    has_gate,
-    mutate_pod,
-)
-from migweaver.core.resources.allocation import ANNOTATION_ALLOCATION
+from migweaver.core.operator.admission import Mutation, apply_operations, has_gate, mutate_pod
+from migweaver.core.resources.api import ANNOTATION_ALLOCATION, PLACEMENT_GATE, escape_pointer
 from migweaver.core.resources.requests import DEFAULTS, RequestDefaults, parse_pod
 
 GPU = "nvidia.com/gpu"
 MEM = "nvidia.com/gpumem"
 PCT = "nvidia.com/gpumem-percentage"
 CORES = "nvidia.com/gpucores"
-GATE = {"name": SCHEDULING_GATE}
+GATE = {"name": PLACEMENT_GATE}
 OTHER_GATE = {"name": "example.com/quota"}
 
 
@@ -356,7 +349,7 @@ def pods(names: list[str]) -> st.SearchStrategy[dict[str, Any]]:
             "schedulingGates": st.one_of(
                 st.none(),
                 st.lists(
-                    st.sampled_from([SCHEDULING_GATE, OTHER_GATE["name"]]), max_size=2, unique=True
+                    st.sampled_from([PLACEMENT_GATE, OTHER_GATE["name"]]), max_size=2, unique=True
                 ).map(lambda names: [{"name": n} for n in names]),
             ),
             "initContainers": st.lists(containers(GPU_NAMES), max_size=1),

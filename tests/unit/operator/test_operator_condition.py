@@ -13,8 +13,9 @@ import pytest
 from kubernetes_asyncio import client
 
 from migweaver.core.config import CONFIG_KEY, CONFIGMAP_NAME
-from migweaver.core.operator.pod_condition import CONDITION_TYPE, PlacementCondition
+from migweaver.core.operator.pod_condition import PlacementCondition
 from migweaver.core.operator.state import cluster_state
+from migweaver.core.resources.api import PLACEMENT_CONDITION
 from migweaver.k8s.client import ApiError, NotFound
 from migweaver.operator.metrics import OperatorMetrics
 from migweaver.operator.rounds import Operator
@@ -66,7 +67,7 @@ async def test_the_patch_goes_to_the_pods_status() -> None:
     assert (namespace, name) == ("default", "huge")
     (written,) = patch["status"]["conditions"]
     assert written == {
-        "type": CONDITION_TYPE,
+        "type": PLACEMENT_CONDITION,
         "status": "False",
         "reason": "MigUnschedulable",
         "message": "no GPU has 200000 MiB",
@@ -79,7 +80,7 @@ async def test_nothing_is_sent_when_the_condition_already_says_it() -> None:
     body["status"] = {
         "conditions": [
             {
-                "type": CONDITION_TYPE,
+                "type": PLACEMENT_CONDITION,
                 "status": "False",
                 "reason": "MigUnschedulable",
                 "message": "no GPU has 200000 MiB",

@@ -21,10 +21,11 @@ from migweaver.core.operator.plan_writes import (
     planned_message,
     unschedulable_events,
 )
-from migweaver.core.operator.pod_reservation import ANNOTATION_RESERVATION, parse_reservation
+from migweaver.core.operator.pod_reservation import parse_reservation
 from migweaver.core.operator.state import ClusterState, build_snapshot, cluster_state
 from migweaver.core.planning.plan import Assignment
 from migweaver.core.planning.planner import plan
+from migweaver.core.resources.api import ANNOTATION_RESERVATION
 from tests.unit.operator_helpers import allocation, layout, nodeconfig, pod, reservation
 
 JsonDict = dict[str, Any]

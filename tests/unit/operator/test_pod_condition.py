@@ -8,7 +8,6 @@ import pytest
 
 from migweaver.core.operator.plan_writes import plan_writes, planned_message
 from migweaver.core.operator.pod_condition import (
-    CONDITION_TYPE,
     MAX_MESSAGE,
     PlacementCondition,
     condition_patch,
@@ -21,6 +20,7 @@ from migweaver.core.operator.pod_condition import (
 from migweaver.core.operator.state import build_snapshot, cluster_state
 from migweaver.core.planning.planner import plan
 from migweaver.core.resources.allocation import AllocatedDevice, Allocation, ContainerAllocation
+from migweaver.core.resources.api import PLACEMENT_CONDITION
 from migweaver.core.resources.requests import FieldError, InvalidRequest
 from tests.unit.operator_helpers import allocation, layout, nodeconfig, pod, reservation
 
@@ -40,7 +40,7 @@ def with_conditions(*conditions: JsonDict) -> JsonDict:
 
 def placement(status: str, reason: str, message: str, since: str = EARLIER) -> JsonDict:
     return {
-        "type": CONDITION_TYPE,
+        "type": PLACEMENT_CONDITION,
         "status": status,
         "reason": reason,
         "message": message,
@@ -152,7 +152,7 @@ def test_the_patch_names_only_its_own_condition() -> None:
     assert patch is not None
     assert set(patch) == {"status"}
     assert set(patch["status"]) == {"conditions"}
-    assert [c["type"] for c in patch["status"]["conditions"]] == [CONDITION_TYPE]
+    assert [c["type"] for c in patch["status"]["conditions"]] == [PLACEMENT_CONDITION]
 
 
 def test_a_long_message_is_cut_as_an_events_is() -> None:

@@ -8,16 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from migweaver.core.operator.pod_reservation import ANNOTATION_RESERVATION
 from migweaver.core.operator.release import NotReady, ready_allocation, release_patch, ungate_patch
 from migweaver.core.operator.state import cluster_state, instance_owners
-from migweaver.core.resources.allocation import (
+from migweaver.core.resources.allocation import Allocation, parse_allocation
+from migweaver.core.resources.api import (
     ANNOTATION_ALLOCATION,
     ANNOTATION_BIND_ERROR,
     ANNOTATION_BIND_PHASE,
     ANNOTATION_BIND_TIME,
-    Allocation,
-    parse_allocation,
+    ANNOTATION_RESERVATION,
 )
 from tests.unit.operator_helpers import (
     allocation,

@@ -8,8 +8,8 @@ from migweaver.core.mig.catalog import get_model
 from migweaver.core.mig.geometry import PlacedInstance
 from migweaver.core.mig.profiles import Placement
 from migweaver.core.planning.cluster_file import InputError, load_cluster, load_pods
-from migweaver.core.planning.pending import parse_timestamp
 from migweaver.core.planning.snapshot import Share, fake_gpu_uuid, snapshot_from_layouts
+from migweaver.core.resources.api import parse_timestamp
 from migweaver.core.resources.models import MigLayout
 
 

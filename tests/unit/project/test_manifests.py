@@ -32,13 +32,8 @@ import yaml
 import migweaver
 from migweaver.agent.deviceplugin.server import DEFAULT_PLUGIN_DIR
 from migweaver.cli import build_parser
-from migweaver.core.resources.allocation import (
-    ANNOTATION_ALLOCATION,
-    ANNOTATION_BIND_PHASE,
-    BIND_FAILED,
-    BIND_SUCCESS,
-    bind_patch,
-)
+from migweaver.core.resources.allocation import BIND_FAILED, BIND_SUCCESS, bind_patch
+from migweaver.core.resources.api import ANNOTATION_ALLOCATION, ANNOTATION_BIND_PHASE
 from migweaver.core.resources.crds import crd_filename, render_crds
 from migweaver.operator.main import peering_body
 

@@ -10,9 +10,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from migweaver.core.resources.allocation import (
-    ANNOTATION_ALLOCATION,
-    ANNOTATION_BIND_ERROR,
-    ANNOTATION_BIND_PHASE,
     AllocatedDevice,
     Allocation,
     AllocationError,
@@ -23,6 +20,11 @@ from migweaver.core.resources.allocation import (
     parse_allocation,
     parse_bind_time,
     release_annotations,
+)
+from migweaver.core.resources.api import (
+    ANNOTATION_ALLOCATION,
+    ANNOTATION_BIND_ERROR,
+    ANNOTATION_BIND_PHASE,
 )
 from migweaver.core.resources.models import PlacementModel
 

@@ -14,13 +14,10 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from migweaver.core.mig.profiles import Placement
+from migweaver.core.resources.api import API_VERSION, GROUP, LABEL_NODE, VERSION
 from migweaver.core.resources.models import (
-    API_VERSION,
-    GROUP,
-    LABEL_NODE,
     MIGLAYOUT_PLURAL,
     NODECONFIG_PLURAL,
-    VERSION,
     Condition,
     InstanceStatus,
     LabelSelector,
