@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from migweaver.agent.backends.protocol import BackendError, GpuBackend, GpuDevice
 from migweaver.agent.reconciler import GpuObservation, Reconciler, ReconcileResult
-from migweaver.agent.status import layout_status, observed_status
+from migweaver.agent.status import catalog_condition, layout_status, observed_status
 from migweaver.agent.waiting import pause, until_stopped
 from migweaver.core.resources.allocation import field_path
 from migweaver.core.resources.api import API_VERSION, LABEL_NODE
@@ -114,6 +114,8 @@ class AgentState:
     `GpuNotFound` / `GpuFiltered` (not applied). A turn is announced with an Event."""
     observations: dict[int, GpuObservation] = field(default_factory=dict)
     """The latest observation of each GPU (by index) that a reconcile could read."""
+    catalog_mismatches: dict[str, str] = field(default_factory=dict)
+    """Per GPU UUID: the catalog mismatch last announced by an Event (said once)."""
     synced: bool = False
 
 
@@ -350,11 +352,27 @@ class NodeAgent:
             await self._events.record(
                 obj, "LayoutApplied", f"{done}; the GPU now holds {summary or 'nothing'}"
             )
+        await self._announce_catalog(obj, result)
         if result.phase != previous and result.phase in {"Degraded", "Failed", "Pending"}:
             condition = result.condition("Ready" if result.phase == "Pending" else "Degraded")
             await self._events.record(
                 obj, f"Layout{result.phase}", condition.message or condition.reason, "Warning"
             )
+
+    async def _announce_catalog(self, obj: Mapping[str, Any], result: ReconcileResult) -> None:
+        """A Warning Event the first time a GPU's NVML table is seen to differ from the
+        catalog (and again only if the difference changes): how a wrong entry is found."""
+        if result.observation is None:
+            return
+        condition = catalog_condition(result.observation)
+        if condition is None or condition.status != "True":
+            return
+        uuid = result.observation.device.uuid
+        if self.state.catalog_mismatches.get(uuid) == condition.message:
+            return
+        self.state.catalog_mismatches[uuid] = condition.message
+        log.warning("GPU %s: %s", result.observation.device.index, condition.message)
+        await self._events.record(obj, "CatalogMismatch", condition.message[:1024], "Warning")
 
     async def _patch_status(self, obj: Mapping[str, Any], patch: Mapping[str, Any]) -> None:
         try:

@@ -56,6 +56,7 @@ from migweaver.core.agent.diff import (
     diff_layout,
 )
 from migweaver.core.mig.catalog import match_model
+from migweaver.core.mig.catalog_check import CatalogMismatch, catalog_mismatches
 from migweaver.core.mig.profiles import Placement, ProfileTable, with_catalog_aliases
 from migweaver.core.resources.models import (
     CONDITION_APPLIED,
@@ -93,7 +94,8 @@ REASON_INTERNAL_ERROR: Final = "InternalError"
 class GpuObservation:
     """Everything known about one GPU at one moment.
 
-    `profiles` are NVML's (empty while MIG mode is off: NVML lists none then);
+    `profiles` are NVML's, read with MIG mode on or off (empty only where NVML does not
+    answer);
     `instances` carry GI/CI ids, MIG UUIDs and what makes them busy; `gpu_pids` and
     `gpu_pod` hold the GPU as a whole. `fallback_table` is the catalog's table of the
     model, used only to check a spec before MIG mode is on.
@@ -131,6 +133,14 @@ class GpuObservation:
             gpu_pids=self.gpu_pids,
             gpu_pod=self.gpu_pod,
         )
+
+    @property
+    def catalog_mismatches(self) -> tuple[CatalogMismatch, ...]:
+        """Where NVML's profiles differ from the catalog's entry for this model (none when
+        either is unknown)."""
+        if not self.profiles or self.fallback_table is None:
+            return ()
+        return catalog_mismatches(profile_table(self.profiles), self.fallback_table)
 
     @property
     def orphans(self) -> tuple[ActualInstance, ...]:
@@ -265,7 +275,9 @@ class Reconciler:
             mode = self._backend.get_mig_mode(gpu)
         else:
             mode = MigModeState(current=False, pending=False)
-        profiles = self._read_profiles(gpu, device) if mode.current else ()
+        # NVML lists a GPU's profiles with MIG off too: the table is known (and reported)
+        # before MIG is switched on, and the catalog is needed only where NVML is silent.
+        profiles = self._read_profiles(gpu, device) if device.mig_capable else ()
         gis = self._backend.list_gpu_instances(gpu) if mode.current else []
         processes = tuple(self._backend.list_processes(gpu))
         model = match_model(device.name, device.pci_device_id)

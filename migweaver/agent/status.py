@@ -6,11 +6,14 @@ The agent's Kubernetes shell patches the result through the status subresource.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Final
 
 from migweaver.agent.backends.protocol import GiProfile, GpuDevice, MigModeState
 from migweaver.agent.reconciler import GpuObservation, ReconcileResult
 from migweaver.core.agent.diff import ActualInstance
+from migweaver.core.mig.catalog_check import describe_mismatches
 from migweaver.core.resources.models import (
+    CONDITION_CATALOG_MISMATCH,
     Condition,
     GpuInfo,
     InstanceStatus,
@@ -22,6 +25,10 @@ from migweaver.core.resources.models import (
 )
 
 __all__ = [
+    "REASON_CATALOG_AGREES",
+    "REASON_CATALOG_DIFFERS",
+    "REASON_NOT_IN_CATALOG",
+    "catalog_condition",
     "gpu_info",
     "instance_status",
     "layout_status",
@@ -31,9 +38,58 @@ __all__ = [
 ]
 
 
+REASON_CATALOG_DIFFERS: Final = "NvmlDiffersFromCatalog"
+REASON_CATALOG_AGREES: Final = "NvmlMatchesCatalog"
+REASON_NOT_IN_CATALOG: Final = "ModelNotInCatalog"
+
+
 def gpu_info(device: GpuDevice) -> GpuInfo:
     """`status.gpu`: the GPU as NVML names it."""
-    return GpuInfo(model=device.name, memory_mib=device.memory_mib, mig_capable=device.mig_capable)
+    return GpuInfo(
+        model=device.name,
+        memory_mib=device.memory_mib,
+        mig_capable=device.mig_capable,
+        pci_device_id=_pci_device(device.pci_device_id),
+    )
+
+
+def _pci_device(pci_device_id: int | None) -> int | None:
+    # NVML's pciDeviceId packs (device << 16) | vendor; the status holds the device part.
+    if pci_device_id is None:
+        return None
+    return pci_device_id >> 16 if pci_device_id > 0xFFFF else pci_device_id
+
+
+def catalog_condition(observation: GpuObservation) -> Condition | None:
+    """`CatalogMismatch`: whether NVML's profile table agrees with the catalog's entry.
+
+    None when NVML listed no profiles (nothing to compare; the catalog stands in).
+    """
+    if not observation.profiles:
+        return None
+    if observation.fallback_table is None:
+        return Condition(
+            type=CONDITION_CATALOG_MISMATCH,
+            status="Unknown",
+            reason=REASON_NOT_IN_CATALOG,
+            message=f"{observation.device.name}: the built-in catalog has no entry; "
+            "NVML's profiles are used as reported",
+        )
+    mismatches = observation.catalog_mismatches
+    if not mismatches:
+        return Condition(
+            type=CONDITION_CATALOG_MISMATCH,
+            status="False",
+            reason=REASON_CATALOG_AGREES,
+            message="NVML's profile table matches the built-in catalog",
+        )
+    return Condition(
+        type=CONDITION_CATALOG_MISMATCH,
+        status="True",
+        reason=REASON_CATALOG_DIFFERS,
+        message=f"NVML differs from the built-in catalog ({len(mismatches)}): "
+        f"{describe_mismatches(mismatches)}; NVML's values are used",
+    )
 
 
 def mig_mode_status(mode: MigModeState) -> MigModeStatus:
@@ -53,6 +109,7 @@ def profile_status(profile: GiProfile) -> ProfileStatus:
         slices=profile.slice_count,
         placements=[PlacementModel.from_placement(p) for p in profile.placements],
         max_count=profile.instance_count,
+        sm_count=profile.sm_count,
     )
 
 
@@ -106,7 +163,8 @@ def layout_status(
     else:
         status = MigLayoutStatus().with_summaries()
     conditions = list(previous_conditions)
-    for condition in result.conditions:
+    catalog = catalog_condition(result.observation) if result.observation else None
+    for condition in (*result.conditions, *([catalog] if catalog else [])):
         stamped = condition.model_copy(update={"observed_generation": generation})
         conditions = set_condition(conditions, stamped, now)
     return status.model_copy(

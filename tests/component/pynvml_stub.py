@@ -171,10 +171,14 @@ class PynvmlStub:
         *,
         legacy_binding: bool = False,
         parent_processes_visible: bool = True,
+        v2_profile_info: bool = True,
     ) -> None:
         self.gpus = gpus
         # An old nvidia-ml-py: no v2 profile-info struct, bytes instead of str.
         self.legacy_binding = legacy_binding
+        # A driver without nvmlDeviceGetGpuInstanceProfileInfoV: version=2 answers
+        # FUNCTION_NOT_FOUND, as on a real H200 with driver 580.159.04.
+        self.v2_profile_info = v2_profile_info
         # In MIG mode the GPU handle lists processes only to privileged callers.
         self.parent_processes_visible = parent_processes_visible
         self.calls: list[Call] = []
@@ -402,6 +406,10 @@ class PynvmlStub:
         info.pciDeviceId = self._gpu(handle).pci_device_id
         return info
 
+    def nvmlDeviceGetMinorNumber(self, handle: Any) -> int:
+        self._enter("nvmlDeviceGetMinorNumber", handle)
+        return self.gpus.index(self._gpu(handle))
+
     def nvmlDeviceGetMigMode(self, handle: Any) -> list[int]:
         self._enter("nvmlDeviceGetMigMode", handle)
         gpu = self._gpu(handle)
@@ -442,7 +450,12 @@ class PynvmlStub:
         if self.legacy_binding and version:
             raise TypeError("nvmlDeviceGetGpuInstanceProfileInfo() takes 2 positional arguments")
         use_v2 = not self.legacy_binding and (version or (2,))[0] == 2
-        gpu = self._mig_gpu(device)
+        if use_v2 and not self.v2_profile_info:
+            nvml_raise(real.NVML_ERROR_FUNCTION_NOT_FOUND)
+        # Answered with MIG mode off too, as a real H200 does (only MIG capability counts).
+        gpu = self._gpu(device)
+        if not gpu.mig_capable:
+            nvml_raise(real.NVML_ERROR_NOT_SUPPORTED)
         if self._uint(profile, "profile") >= real.NVML_GPU_INSTANCE_PROFILE_COUNT:
             nvml_raise(real.NVML_ERROR_INVALID_ARGUMENT)
         found = gpu.profile_by_index(profile)

@@ -149,13 +149,12 @@ def test_a100_profile_ids_are_nvml_ids_not_indexes() -> None:
 @pytest.mark.parametrize(
     "call",
     [
-        lambda b: b.list_profiles(0),
         lambda b: b.list_gpu_instances(0),
         lambda b: b.create_gpu_instance(0, 9, Placement(0, 4)),
         lambda b: b.create_compute_instance(0, 1),
         lambda b: b.destroy_gpu_instance(0, 1),
     ],
-    ids=["list_profiles", "list_gpu_instances", "create_gi", "create_ci", "destroy_gi"],
+    ids=["list_gpu_instances", "create_gi", "create_ci", "destroy_gi"],
 )
 def test_mig_calls_are_not_supported_while_mig_is_disabled(
     call: Callable[[FakeBackend], object],

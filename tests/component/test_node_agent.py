@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from migweaver.agent import reconciler as reconciler_module
 from migweaver.agent.backends.fake import FakeBackend
 from migweaver.agent.backends.protocol import NvmlError
 from migweaver.agent.node_agent import NodeAgent
 from migweaver.agent.reconciler import Reconciler, ReconcileResult
 from migweaver.agent.waiting import until_stopped
 from migweaver.core.mig.catalog import get_model
-from migweaver.core.mig.profiles import Placement
+from migweaver.core.mig.profiles import Placement, ProfileTable
+from migweaver.core.resources.models import CONDITION_CATALOG_MISMATCH, MigLayout, find_condition
 from tests.component.memory_api import MemoryEvents, MemoryNodes, MemoryObjects
 
 NODE = "n1"
@@ -380,3 +383,47 @@ async def test_a_layout_for_a_gpu_the_node_lacks_fails_once_and_touches_nothing(
     assert layouts.version == version
     assert events.reasons("n1-gpu5") == ["GpuNotFound"]
     assert len(backend.mutating_calls) == mutations
+
+
+def _catalog_with_a_wrong_figure(key: str, profile_name: str, memory_mib: int) -> Any:
+    """The catalog's model `key`, with one profile's memory changed (a wrong entry)."""
+    model = get_model(key)
+    assert model is not None
+    profiles = tuple(
+        replace(p, memory_mib=memory_mib) if p.name == profile_name else p
+        for p in model.table.profiles
+    )
+    return replace(model, table=ProfileTable(model.table.memory_slots, profiles))
+
+
+async def test_a_catalog_entry_nvml_contradicts_is_a_condition_and_one_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    backend = FakeBackend.from_spec("A100-SXM4-80GB:1", seed=NODE)
+    wrong = _catalog_with_a_wrong_figure("A100-SXM4-80GB", "3g.40gb", 40000)
+    monkeypatch.setattr(reconciler_module, "match_model", lambda *_: wrong)
+    agent, layouts, events = make_agent(backend)
+    await agent.sync()
+    await agent.refresh()  # a second pass: the condition stays, the Event is not repeated
+
+    status = MigLayout.from_api(layouts.objects["n1-gpu0"]).status
+    assert status is not None
+    condition = find_condition(status.conditions, CONDITION_CATALOG_MISMATCH)
+    assert condition is not None
+    assert (condition.status, condition.reason) == ("True", "NvmlDiffersFromCatalog")
+    assert "3g.40gb (id 9) memory MiB: NVML 40192, catalog 40000" in condition.message
+    assert events.reasons("n1-gpu0").count("CatalogMismatch") == 1
+    # NVML's figure is what the status reports and the operator plans with.
+    assert {p.name: p.memory_mib for p in status.profiles}["3g.40gb"] == 40192
+
+
+async def test_a_gpu_that_agrees_with_the_catalog_says_so_without_an_event() -> None:
+    backend = FakeBackend.from_spec("H200-141GB:1", seed=NODE)
+    agent, layouts, events = make_agent(backend)
+    await agent.sync()
+    status = MigLayout.from_api(layouts.objects["n1-gpu0"]).status
+    assert status is not None
+    condition = find_condition(status.conditions, CONDITION_CATALOG_MISMATCH)
+    assert condition is not None
+    assert (condition.status, condition.reason) == ("False", "NvmlMatchesCatalog")
+    assert "CatalogMismatch" not in events.reasons("n1-gpu0")

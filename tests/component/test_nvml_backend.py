@@ -251,24 +251,50 @@ def test_list_profiles_keeps_one_profile_per_id(stub: PynvmlStub, backend: NvmlB
     assert len(profiles) == 7
 
 
+A100_NAMES = {
+    ID_1G: "1g.10gb", ID_1G_ME: "1g.10gb+me", ID_1G_2X: "1g.20gb", ID_2G: "2g.20gb",
+    ID_3G: "3g.40gb", ID_4G: "4g.40gb", ID_7G: "7g.80gb",
+}  # fmt: skip
+
+
 def test_list_profiles_falls_back_to_v1_info_on_an_old_binding() -> None:
     stub = make_stub(legacy_binding=True)
     with NvmlBackend(stub) as backend:
         names = {p.profile_id: p.name for p in backend.list_profiles(A100)}
-    # The old signature takes two arguments; the v1 struct has no name, so it is derived.
+    # The old signature takes two arguments; the v1 struct has no name, so the catalog's
+    # name of the same profile id is taken (what `nvidia-smi mig -lgip` prints).
     assert {len(call.args) for call in stub.calls_to("nvmlDeviceGetGpuInstanceProfileInfo")} == {2}
-    assert names == {
-        ID_1G: "1g.10gb", ID_1G_ME: "1g.10gb+me", ID_1G_2X: "1g.20gb", ID_2G: "2g.20gb",
-        ID_3G: "3g.40gb", ID_4G: "4g.40gb", ID_7G: "7g.79gb",
-    }  # fmt: skip
-    catalog = get_model("A100-SXM4-80GB")
-    assert catalog is not None
-    assert all(catalog.profile(name) is not None for name in names.values())  # via aliases
+    assert names == A100_NAMES
 
 
-def test_list_profiles_with_mig_disabled_is_empty() -> None:
+def test_a_driver_without_v2_profile_info_is_asked_for_v1_once() -> None:
+    # A real H200 (driver 580.159.04) answered FUNCTION_NOT_FOUND to the v2 entry point.
+    stub = make_stub(v2_profile_info=False)
+    with NvmlBackend(stub) as backend:
+        names = {p.profile_id: p.name for p in backend.list_profiles(A100)}
+        backend.list_profiles(H100)
+    versions = [call.args[2:] for call in stub.calls_to("nvmlDeviceGetGpuInstanceProfileInfo")]
+    assert versions[0] == (2,)
+    assert versions[1:] == [(1,)] * (len(versions) - 1)
+    assert names == A100_NAMES
+
+
+def test_v1_names_of_a_model_the_catalog_does_not_know_are_derived_from_the_sizes() -> None:
+    stub = make_stub(legacy_binding=True)
+    stub.gpus[A100].pci_device_id = (0x1234 << 16) | 0x10DE
+    stub.gpus[A100].name = "NVIDIA Future GPU"
+    with NvmlBackend(stub) as backend:
+        names = {p.profile_id: p.name for p in backend.list_profiles(A100)}
+    assert names[ID_7G] == "7g.79gb"  # 80896 MiB rounded up to GiB
+    assert names[ID_1G_ME] == "1g.10gb+me"
+
+
+def test_list_profiles_answers_with_mig_disabled() -> None:
+    # As a real H200 does with MIG off: the table is known before MIG is switched on.
     with NvmlBackend(make_stub(h100_mig=False)) as backend:
-        assert backend.list_profiles(H100) == []
+        profiles = backend.list_profiles(H100)
+    assert {p.profile_id for p in profiles} == set(A100_NAMES)
+    assert {p.name for p in profiles} >= {"1g.10gb", "7g.80gb"}
 
 
 # -- creating instances -----------------------------------------------------------------
@@ -516,7 +542,7 @@ def test_list_processes_without_mig_has_no_instance_ids(
         (19, NvmlError.IN_USE),
         (23, NvmlError.INSUFFICIENT_RESOURCES),
         (5, NvmlError.UNKNOWN),  # ALREADY_INITIALIZED
-        (13, NvmlError.UNKNOWN),  # FUNCTION_NOT_FOUND
+        (13, NvmlError.FUNCTION_NOT_FOUND),
         (999, NvmlError.UNKNOWN),
     ],
 )

@@ -353,7 +353,9 @@ def test_mig_is_disabled_after_its_idle_instances_are_gone() -> None:
     assert_ready(result, backend, spec)
     assert backend.mutating_calls[-1].name == "set_mig_mode"
     status = layout_status(result, generation=1, now=NOW)
-    assert (status.mode, status.instances_summary, status.profiles) == ("hami-core", "-", [])
+    assert (status.mode, status.instances_summary) == ("hami-core", "-")
+    # NVML lists the profile table with MIG off too: it stays reported.
+    assert {p.name for p in status.profiles} >= {"1g.10gb", "3g.40gb", "7g.80gb"}
 
 
 def test_mig_disable_waits_for_a_busy_instance_and_keeps_it() -> None:
@@ -648,13 +650,21 @@ def test_observe_reports_nvml_profiles_ids_uuids_and_holders() -> None:
     assert observation.table.get("3g.40gb") is not None  # alias lookup still works
 
 
-def test_observe_with_mig_off_has_no_profiles_but_a_catalog_table() -> None:
+def test_observe_with_mig_off_reads_nvmls_profile_table() -> None:
     backend = fake(mig_enabled=False)
     observation = Reconciler(backend).observe(0)
-    assert observation.profiles == ()
+    assert {p.name for p in observation.profiles} >= {"1g.10gb", "7g.80gb"}
     assert observation.instances == ()
     assert observation.table.get("7g.80gb") is not None
-    assert "list_profiles" not in {c.name for c in backend.calls}
+    assert observation.catalog_mismatches == ()
+
+
+def test_observe_of_a_gpu_whose_profiles_nvml_will_not_list_falls_back_to_the_catalog() -> None:
+    backend = fake(mig_enabled=False)
+    backend.fail_call("list_profiles", NvmlError.NOT_SUPPORTED, times=99)
+    observation = Reconciler(backend).observe(0)
+    assert observation.profiles == ()
+    assert observation.table.get("7g.80gb") is not None
 
 
 def test_the_gpu_uuid_held_by_a_pod_holds_the_whole_gpu() -> None:
@@ -681,7 +691,12 @@ def test_status_has_observed_fields_summaries_and_stamped_conditions() -> None:
     wire = status.to_api()
     assert wire["observedGeneration"] == 7
     assert wire["phase"] == "Ready"
-    assert wire["gpu"] == {"model": "NVIDIA A100-SXM4-80GB", "memoryMiB": 81920, "migCapable": True}
+    assert wire["gpu"] == {
+        "model": "NVIDIA A100-SXM4-80GB",
+        "memoryMiB": 81920,
+        "migCapable": True,
+        "pciDeviceId": 0x20B2,
+    }
     assert wire["migMode"] == {"current": "Enabled", "pending": "Enabled"}
     assert {p["name"]: p["id"] for p in wire["profiles"]}["3g.40gb"] == 9
     assert [i["placement"]["start"] for i in wire["instances"]] == [0, 1, 2, 4]

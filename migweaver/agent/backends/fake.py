@@ -273,6 +273,7 @@ class FakeBackend:
                     pci_device_id=(g.model.pci_device_ids[0] << 16) | _NVIDIA_VENDOR_ID
                     if g.model.pci_device_ids
                     else None,
+                    minor_number=g.index,
                 )
                 for g in self._gpus
             ]
@@ -297,8 +298,8 @@ class FakeBackend:
 
     def list_profiles(self, gpu: int) -> list[GiProfile]:
         with self._call("list_profiles", gpu):
+            # Answered with MIG mode off too, as NVML does on real hardware.
             g = self._gpu(gpu)
-            self._require_mig(g)
             return [
                 GiProfile(
                     profile_id=p.profile_id,

@@ -35,6 +35,7 @@ from migweaver.agent.backends.protocol import (
     MigModeState,
     NvmlError,
 )
+from migweaver.core.mig.catalog import match_model
 from migweaver.core.mig.profiles import Placement, normalize_profile_name
 
 Handle: TypeAlias = object
@@ -58,6 +59,7 @@ _ERRORS: Final[Mapping[int, NvmlError]] = {
     pynvml.NVML_ERROR_RESET_REQUIRED: NvmlError.RESET_REQUIRED,
     pynvml.NVML_ERROR_IN_USE: NvmlError.IN_USE,
     pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES: NvmlError.INSUFFICIENT_RESOURCES,
+    pynvml.NVML_ERROR_FUNCTION_NOT_FOUND: NvmlError.FUNCTION_NOT_FOUND,
 }
 
 _INIT_HINTS: Final[Mapping[NvmlError, str]] = {
@@ -72,6 +74,8 @@ _INIT_HINTS: Final[Mapping[NvmlError, str]] = {
 # "Try every index and skip NotSupported" (mig-facts.md section 1): a profile index or CI
 # profile this GPU / GPU instance does not have answers NotSupported or InvalidArgument.
 _ABSENT_PROFILE: Final = frozenset({NvmlError.NOT_SUPPORTED, NvmlError.INVALID_ARGUMENT})
+# A question this driver or GPU cannot answer (the answer is optional).
+_NO_ANSWER: Final = frozenset({NvmlError.NOT_SUPPORTED, NvmlError.FUNCTION_NOT_FOUND})
 # An empty MIG device slot answers NotFound.
 _EMPTY_SLOT: Final = frozenset({NvmlError.NOT_FOUND})
 # A GPU without MIG answers NotSupported to nvmlDeviceGetMigMode.
@@ -145,11 +149,14 @@ class NvmlBackend:
     NVML calls per method:
 
     - `list_gpus`: DeviceGetCount, then per GPU DeviceGetHandleByIndex, DeviceGetUUID,
-      DeviceGetName, DeviceGetMemoryInfo, DeviceGetPciInfo, DeviceGetMigMode.
+      DeviceGetName, DeviceGetMemoryInfo, DeviceGetPciInfo, DeviceGetMigMode,
+      DeviceGetMinorNumber.
     - `get_mig_mode`: DeviceGetMigMode. `set_mig_mode`: DeviceSetMigMode, DeviceGetMigMode.
-    - `list_profiles`: DeviceGetGpuInstanceProfileInfo per index constant, then
-      DeviceGetGpuInstancePossiblePlacements per profile id.
-    - `list_gpu_instances`: the profile infos, DeviceGetGpuInstances per profile id,
+    - `list_profiles`: DeviceGetGpuInstanceProfileInfo per index constant (v2, or v1 and
+      DeviceGetName / DeviceGetPciInfo for the catalog's names), then
+      DeviceGetGpuInstancePossiblePlacements per profile id. MIG mode may be off.
+    - `list_gpu_instances`: DeviceGetMigMode (nothing more with MIG off), the profile
+      infos, DeviceGetGpuInstances per profile id,
       GpuInstanceGetInfo, GpuInstanceGetComputeInstanceProfileInfo per CI profile index,
       GpuInstanceGetComputeInstances, ComputeInstanceGetInfo; for UUIDs
       DeviceGetMaxMigDeviceCount, DeviceGetMigDeviceHandleByIndex, DeviceGetGpuInstanceId,
@@ -165,7 +172,10 @@ class NvmlBackend:
     def __init__(self, nvml: Any = pynvml) -> None:
         self._nvml = nvml
         # nvidia-ml-py releases that know the v2 profile-info struct take `version=2` and
-        # return the profile name; older ones only have v1 (no name, two arguments).
+        # return the profile name; older ones only have v1 (no name, two arguments). A
+        # driver may still lack the v2 entry point: on a real H200 (driver 580.159.04)
+        # nvmlDeviceGetGpuInstanceProfileInfoV answered FUNCTION_NOT_FOUND, so the first
+        # such answer switches to `version=1` for good (see `_gi_profile_infos`).
         self._profile_info_args: tuple[int, ...] = (
             (2,) if hasattr(nvml, "c_nvmlGpuInstanceProfileInfo_v2_t") else ()
         )
@@ -229,7 +239,7 @@ class NvmlBackend:
         return self._mig_mode(device)
 
     def list_profiles(self, gpu: int) -> list[GiProfile]:
-        """The GI profiles of this GPU with all their placements (empty while MIG is off)."""
+        """The GI profiles of this GPU with all their placements, MIG mode on or off."""
         device = self._device(gpu)
         profiles = (
             GiProfile(
@@ -254,6 +264,8 @@ class NvmlBackend:
         has no MIG handle but must still be reported (and cleaned up).
         """
         device = self._device(gpu)
+        if not self._mig_enabled(device):
+            return []  # profiles answer with MIG off, instance lists do not
         gpu_instances = self._gpu_instances(device)
         uuids = self._mig_uuids(device) if gpu_instances else {}
         return [
@@ -365,7 +377,17 @@ class NvmlBackend:
             mig_capable=self._mig_mode_or_none(device) is not None,
             # nvmlPciInfo_t.pciDeviceId packs (device id << 16) | vendor id (0x10DE).
             pci_device_id=int(self._call("nvmlDeviceGetPciInfo", device).pciDeviceId) >> 16,
+            minor_number=self._minor_number(device),
         )
+
+    def _minor_number(self, device: Handle) -> int | None:
+        """`nvmlDeviceGetMinorNumber`, or None where NVML cannot say (it is only needed
+        for the MIG device nodes of CDI specs)."""
+        try:
+            minor = self._call_or_none(_NO_ANSWER, "nvmlDeviceGetMinorNumber", device)
+        except AttributeError:  # a binding too old to have the function
+            return None
+        return None if minor is None else int(minor)
 
     def _mig_mode(self, device: Handle) -> MigModeState:
         current, pending = self._call("nvmlDeviceGetMigMode", device)
@@ -387,19 +409,41 @@ class NvmlBackend:
     # -- GPU instance profiles -----------------------------------------------------------
 
     def _gi_profile_infos(self, device: Handle) -> list[_GiProfileInfo]:
-        """Every GI profile of the GPU, found by trying each index constant, unique by id."""
+        """Every GI profile of the GPU, found by trying each index constant, unique by id.
+
+        Without v2 info NVML gives no names: the catalog's name of the same profile id is
+        taken (the `nvidia-smi mig -lgip` name), else one derived from the sizes.
+        """
         found: dict[int, _GiProfileInfo] = {}
+        names: dict[int, str] | None = None
         for index in range(int(self._nvml.NVML_GPU_INSTANCE_PROFILE_COUNT)):
-            raw = self._call_or_none(
-                _ABSENT_PROFILE,
-                "nvmlDeviceGetGpuInstanceProfileInfo",
-                device,
-                index,
-                *self._profile_info_args,
-            )
-            if raw is not None and int(raw.id) not in found:
-                found[int(raw.id)] = _gi_profile_info(index, raw)
+            raw = self._profile_info(device, index)
+            if raw is None or int(raw.id) in found:
+                continue
+            if not getattr(raw, "name", None) and names is None:
+                names = self._catalog_names(device)
+            found[int(raw.id)] = _gi_profile_info(index, raw, names or {})
         return list(found.values())
+
+    def _profile_info(self, device: Handle, index: int) -> Any:
+        """`nvmlDeviceGetGpuInstanceProfileInfo`, falling back from v2 to v1 once."""
+        name = "nvmlDeviceGetGpuInstanceProfileInfo"
+        args = self._profile_info_args
+        try:
+            return self._call_or_none(_ABSENT_PROFILE, name, device, index, *args)
+        except BackendError as err:
+            if err.error is not NvmlError.FUNCTION_NOT_FOUND or args != (2,):
+                raise
+        self._profile_info_args = (1,)
+        return self._call_or_none(_ABSENT_PROFILE, name, device, index, 1)
+
+    def _catalog_names(self, device: Handle) -> dict[int, str]:
+        """Profile id -> the catalog's name, for the model of this GPU (empty if unknown)."""
+        model = match_model(
+            _text(self._call("nvmlDeviceGetName", device)),
+            int(self._call("nvmlDeviceGetPciInfo", device).pciDeviceId),
+        )
+        return {p.profile_id: p.name for p in model.profiles} if model is not None else {}
 
     def _placements(self, device: Handle, profile_id: int) -> tuple[Placement, ...]:
         """All placements of a profile, as NVML lists them regardless of occupancy.
@@ -555,13 +599,14 @@ class _NeverRaised(Exception):
     """Stands in for `NVMLLibraryMismatchError` when a binding does not define it."""
 
 
-def _gi_profile_info(index: int, raw: Any) -> _GiProfileInfo:
+def _gi_profile_info(index: int, raw: Any, catalog_names: Mapping[int, str]) -> _GiProfileInfo:
     slice_count = int(raw.sliceCount)
     memory_mib = int(raw.memorySizeMB)
+    known = catalog_names.get(int(raw.id))
     return _GiProfileInfo(
         index=index,
         profile_id=int(raw.id),
-        name=_profile_name(raw, index, slice_count, memory_mib),
+        name=known or _profile_name(raw, index, slice_count, memory_mib),
         slice_count=slice_count,
         memory_mib=memory_mib,
         instance_count=int(raw.instanceCount),
@@ -572,8 +617,9 @@ def _gi_profile_info(index: int, raw: Any) -> _GiProfileInfo:
 def _profile_name(raw: Any, index: int, slice_count: int, memory_mib: int) -> str:
     """`MIG 1g.10gb` -> `1g.10gb`; v1 info has no name, so one is derived from the sizes.
 
-    The derived name rounds memory up to whole GiB, which matches NVML for most profiles;
-    where it does not (`7g.79gb`), the catalog's aliases still resolve it.
+    The derived name rounds memory up to whole GiB, which matches NVML for some profiles
+    only (an H200's 16384 MiB profile is `1g.18gb`, not `1g.16gb`): it is used only for a
+    model the catalog does not know.
     """
     name = getattr(raw, "name", None)
     if name:

@@ -33,6 +33,7 @@ class NvmlError(StrEnum):
     IN_USE = "InUse"
     INSUFFICIENT_RESOURCES = "InsufficientResources"
     LIBRARY_NOT_FOUND = "LibraryNotFound"
+    FUNCTION_NOT_FOUND = "FunctionNotFound"
     UNKNOWN = "Unknown"
 
 
@@ -57,6 +58,9 @@ class GpuDevice:
     memory_mib: int
     mig_capable: bool
     pci_device_id: int | None = None
+    minor_number: int | None = None
+    """The GPU's device minor (`/dev/nvidia<minor>`, `gpu<minor>` in the MIG capability
+    files); None when NVML does not say. It is not always the NVML index."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +154,11 @@ class GpuBackend(Protocol):
         ...
 
     def list_profiles(self, gpu: int) -> list[GiProfile]:
-        """The GI profiles this GPU supports, with all their placements (MIG mode on)."""
+        """The GI profiles this GPU supports, with all their placements.
+
+        NVML answers with MIG mode off too (read on a real H200, docs/agent.md):
+        a GPU's own table is known before MIG is switched on.
+        """
         ...
 
     def list_gpu_instances(self, gpu: int) -> list[GpuInstance]: ...

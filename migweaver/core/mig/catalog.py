@@ -161,10 +161,12 @@ def _h100_80(sms: tuple[int, int, int, int, int, int]) -> ProfileTable:
 
 _H200 = _eight_slot_table(
     _Row("1g.18gb", 16384, 16),
-    _Row("1g.35gb", 33024, 26),
-    _Row("2g.35gb", 33024, 32),
-    _Row("3g.71gb", 71168, 60),
-    _Row("4g.71gb", 71168, 64),
+    # Read from a real H200 (driver 580.159.04, docs/agent.md): NVML reports
+    # 33280 and 71424 MiB, not the 33024 / 71168 of the tables this catalog began from.
+    _Row("1g.35gb", 33280, 26),
+    _Row("2g.35gb", 33280, 32),
+    _Row("3g.71gb", 71424, 60),
+    _Row("4g.71gb", 71424, 64),
     _Row("7g.141gb", 143360, 132),
 )
 

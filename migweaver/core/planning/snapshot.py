@@ -176,6 +176,7 @@ def table_from_status(profiles: Sequence[ProfileStatus]) -> ProfileTable | None:
                 memory_mib=status.memory_mib,
                 placements=placements,
                 max_count=status.max_count if status.max_count is not None else len(placements),
+                sm_count=status.sm_count,
                 media_extensions="+me" in status.name,
             )
         )
@@ -242,7 +243,8 @@ def snapshot_from_layouts(
     for layout in layouts:
         spec, status = layout.spec, layout.status
         gpu_name = status.gpu.model if status and status.gpu else ""
-        model = match_model(gpu_name) if gpu_name else None
+        pci_id = status.gpu.pci_device_id if status and status.gpu else None
+        model = match_model(gpu_name, pci_id) if gpu_name or pci_id else None
         table = table_from_status(status.profiles) if status else None
         if table is None and model is not None:
             table = model.table

@@ -27,6 +27,7 @@ from migweaver.core.resources.api import API_VERSION
 
 __all__ = [
     "CONDITION_APPLIED",
+    "CONDITION_CATALOG_MISMATCH",
     "CONDITION_DEGRADED",
     "CONDITION_READY",
     "MIGLAYOUT_KIND",
@@ -73,6 +74,10 @@ NODECONFIG_PLURAL: Final = "nodeconfigs"
 CONDITION_READY: Final = "Ready"
 CONDITION_APPLIED: Final = "Applied"
 CONDITION_DEGRADED: Final = "Degraded"
+CONDITION_CATALOG_MISMATCH: Final = "CatalogMismatch"
+"""True when NVML's profile table of the GPU differs from the built-in catalog's entry for
+its model (the message lists how); False when they agree; Unknown for a model the
+catalog does not know."""
 
 Policy: TypeAlias = Literal["dynamic", "static"]
 OperatingMode: TypeAlias = Literal["mig", "hami-core"]
@@ -246,6 +251,12 @@ class GpuInfo(ApiModel):
     model: str = Field(description="Device name, e.g. NVIDIA A100-SXM4-80GB.")
     memory_mib: int = Field(alias="memoryMiB", ge=0, description="Total memory in MiB.")
     mig_capable: bool = Field(description="Whether the GPU supports MIG.")
+    pci_device_id: int | None = Field(
+        default=None,
+        ge=0,
+        description="PCI device id (e.g. 9013 = 0x2335 for an H200), which names the model "
+        "more precisely than the device name.",
+    )
 
 
 class MigModeStatus(ApiModel):
@@ -271,6 +282,9 @@ class ProfileStatus(ApiModel):
     )
     max_count: int | None = Field(
         default=None, ge=0, description="Most instances of this profile the GPU can hold."
+    )
+    sm_count: int | None = Field(
+        default=None, ge=0, description="Streaming multiprocessors of one instance."
     )
 
 
@@ -310,14 +324,18 @@ class MigLayoutStatus(ApiModel):
         default=None, description="MIG mode now and after the next GPU reset."
     )
     profiles: list[ProfileStatus] = Field(
-        default_factory=list, description="GPU-instance profiles NVML reports for this GPU."
+        default_factory=list,
+        description="GPU-instance profiles NVML reports for this GPU, MIG mode on or off. "
+        "The operator plans with this table; the built-in catalog only stands in for a GPU "
+        "whose agent has not reported one.",
     )
     instances: list[InstanceStatus] = Field(
         default_factory=list, description="The GPU instances that exist on the GPU now."
     )
     conditions: ConditionList = Field(
         default_factory=list,
-        description="Ready, Applied and Degraded, with reason and message.",
+        description="Ready, Applied and Degraded, with reason and message; CatalogMismatch "
+        "when NVML's profile table differs from the built-in catalog's.",
         json_schema_extra=_CONDITIONS_LIST_MAP,
     )
     # The three summaries exist for `kubectl get`: printer columns are JSONPath and cannot
