@@ -285,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plan)
 
     _add_agent_parser(sub)
+    _add_probe_parser(sub)
     _add_simulate_parser(sub)
     _add_operator_parser(sub)
     return parser
@@ -333,6 +334,64 @@ def _add_agent_parser(sub: Any) -> None:
     )
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     p.set_defaults(func=cmd_agent)
+
+
+def _add_probe_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "probe",
+        help="print what NVML reports for each GPU beside the catalog (read-only; docs/agent.md)",
+    )
+    p.add_argument("--backend", choices=["nvml", "fake"], default="nvml", help="GPU backend")
+    p.add_argument(
+        "--fake-gpus",
+        default="",
+        metavar="MODEL:N,...",
+        help="GPUs of the fake backend, e.g. H200-141GB:1",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--record",
+        metavar="FILE",
+        help="also save NVML's raw answers to every read-only question as JSON (nvml only)",
+    )
+    p.set_defaults(func=cmd_probe)
+
+
+def cmd_probe(args: argparse.Namespace, nvml: Any = None) -> int:
+    """Read-only report of the node's GPUs; `nvml` replaces `pynvml` (tests)."""
+    from migweaver.agent.backends.protocol import BackendError
+    from migweaver.agent.probe import probe_gpus, probe_nvml, render_json, render_text
+
+    try:
+        if args.backend == "fake":
+            if args.record:
+                print("error: --record needs real NVML (--backend nvml)", file=sys.stderr)
+                return 2
+            from migweaver.agent.backends.fake import FakeBackend
+
+            reports = probe_gpus(FakeBackend.from_spec(args.fake_gpus or "A100-SXM4-80GB:1"))
+        else:
+            if nvml is None:
+                import pynvml
+
+                nvml = pynvml
+            if args.record:
+                from migweaver.agent.backends.nvml_record import record_nvml
+
+                recording = record_nvml(nvml, source=f"migweaver {__version__} probe --record")
+                with open(args.record, "w", encoding="utf-8") as out:
+                    json.dump(recording, out, indent=1)
+                    out.write("\n")
+                print(f"recorded NVML's answers to {args.record}", file=sys.stderr)
+            reports = probe_nvml(nvml)
+    except (BackendError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(render_json(reports), indent=2))
+    else:
+        print(render_text(reports), end="")
+    return 0
 
 
 def _add_simulate_parser(sub: Any) -> None:

@@ -376,6 +376,14 @@ class PynvmlStub:
         self._enter("nvmlShutdown")
         self.initialized = False
 
+    def nvmlSystemGetDriverVersion(self) -> str | bytes:
+        self._enter("nvmlSystemGetDriverVersion")
+        return self._text("999.99.99")
+
+    def nvmlSystemGetNVMLVersion(self) -> str | bytes:
+        self._enter("nvmlSystemGetNVMLVersion")
+        return self._text("99.999.99.99")
+
     def nvmlDeviceGetCount(self) -> int:
         self._enter("nvmlDeviceGetCount")
         return len(self.gpus)
@@ -403,7 +411,9 @@ class PynvmlStub:
     def nvmlDeviceGetPciInfo(self, handle: Any) -> Any:
         self._enter("nvmlDeviceGetPciInfo", handle)
         info = real.nvmlPciInfo_t()
-        info.pciDeviceId = self._gpu(handle).pci_device_id
+        gpu = self._gpu(handle)
+        info.pciDeviceId = gpu.pci_device_id
+        info.busId = f"00000000:{0x17 + self.gpus.index(gpu):02X}:00.0".encode()
         return info
 
     def nvmlDeviceGetMinorNumber(self, handle: Any) -> int:

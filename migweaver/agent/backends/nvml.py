@@ -179,6 +179,7 @@ class NvmlBackend:
         self._profile_info_args: tuple[int, ...] = (
             (2,) if hasattr(nvml, "c_nvmlGpuInstanceProfileInfo_v2_t") else ()
         )
+        self._ci_info_args: tuple[int, ...] = ()
         # pynvml raises this (not an NVMLError) when an unversioned entry point such as
         # nvmlDeviceGetComputeRunningProcesses is missing from the installed driver.
         self._mismatch: type[Exception] = getattr(nvml, "NVMLLibraryMismatchError", _NeverRaised)
@@ -500,17 +501,24 @@ class NvmlBackend:
         shared = self._nvml.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED
         found: dict[int, _CiProfileInfo] = {}
         for index in range(int(self._nvml.NVML_COMPUTE_INSTANCE_PROFILE_COUNT)):
-            raw = self._call_or_none(
-                _ABSENT_PROFILE,
-                "nvmlGpuInstanceGetComputeInstanceProfileInfo",
-                gi_handle,
-                index,
-                shared,
-            )
+            raw = self._ci_profile_info(gi_handle, index, shared)
             if raw is not None:
                 info = _CiProfileInfo(int(raw.id), int(raw.sliceCount), int(raw.instanceCount))
                 found.setdefault(info.profile_id, info)
         return list(found.values())
+
+    def _ci_profile_info(self, gi_handle: Handle, index: int, shared: int) -> Any:
+        """The CI profile info; recent bindings ask for v2 by default, which a driver may
+        lack as it lacks the GI one (FUNCTION_NOT_FOUND): then v1 from there on."""
+        name = "nvmlGpuInstanceGetComputeInstanceProfileInfo"
+        args = self._ci_info_args
+        try:
+            return self._call_or_none(_ABSENT_PROFILE, name, gi_handle, index, shared, *args)
+        except BackendError as err:
+            if err.error is not NvmlError.FUNCTION_NOT_FOUND or args:
+                raise
+        self._ci_info_args = (1,)
+        return self._call_or_none(_ABSENT_PROFILE, name, gi_handle, index, shared, 1)
 
     def _full_ci_profile(self, gi: _Gi, context: str) -> _CiProfileInfo:
         """The CI profile spanning the whole GI: the one whose slice count equals the GI's.
