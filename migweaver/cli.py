@@ -234,7 +234,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         probe_address=args.probe_address,
         probe_port=args.probe_port,
         device_plugin=args.device_plugin,
-        cdi=args.cdi,
+        cdi_dir=args.cdi,
         device_split_count=args.device_split_count,
     )
     return asyncio.run(run_agent(options))
@@ -293,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_agent_parser(sub: Any) -> None:
     # Light module (no gRPC): the parser stays quick for every other subcommand.
+    from migweaver.agent.cdi import DEFAULT_CDI_DIR
     from migweaver.agent.deviceplugin.devices import DEFAULT_SPLIT_COUNT
 
     p = sub.add_parser("agent", help="run the node agent (applies MigLayouts through NVML)")
@@ -325,7 +326,14 @@ def _add_agent_parser(sub: Any) -> None:
         "--device-plugin-dir",
         help="the kubelet's device-plugins directory (default /var/lib/kubelet/device-plugins)",
     )
-    p.add_argument("--cdi", action="store_true", help="also name devices as CDI devices")
+    p.add_argument(
+        "--cdi",
+        nargs="?",
+        const=DEFAULT_CDI_DIR,
+        metavar="DIR",
+        help="keep a CDI spec of every GPU and MIG instance in DIR (default "
+        f"{DEFAULT_CDI_DIR}) and name devices as CDI devices in Allocate",
+    )
     p.add_argument(
         "--device-split-count",
         type=int,

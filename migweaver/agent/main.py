@@ -16,6 +16,7 @@ from aiohttp import web
 from migweaver.agent.backends.fake import FakeBackend
 from migweaver.agent.backends.nvml import NvmlBackend
 from migweaver.agent.backends.protocol import BackendError, GpuBackend
+from migweaver.agent.cdi import CdiSpecWriter, cdi_gpus
 from migweaver.agent.deviceplugin.allocator import Allocator
 from migweaver.agent.deviceplugin.devices import DEFAULT_SPLIT_COUNT
 from migweaver.agent.deviceplugin.gpus import AgentGpus
@@ -50,8 +51,9 @@ class AgentOptions:
     """Serve the kubelet device plugin for nvidia.com/gpu (off: another plugin does)."""
     plugin_dir: str = DEFAULT_PLUGIN_DIR
     """The kubelet's device-plugins directory (kubelet.sock and our socket live there)."""
-    cdi: bool = False
-    """Also name the devices as CDI devices (nvidia.com/gpu=<UUID>) in Allocate."""
+    cdi_dir: str | None = None
+    """Keep a CDI spec of every served GPU and MIG instance in this directory, and name
+    the devices as CDI devices (nvidia.com/gpu=<UUID>) in Allocate; None: neither."""
     device_split_count: int = DEFAULT_SPLIT_COUNT
     """Device ids per hami-core GPU: HAMi's deviceSplitCount (pods sharing one GPU)."""
 
@@ -168,12 +170,18 @@ async def _run(options: AgentOptions, backend: GpuBackend, stop: asyncio.Event) 
             held_by_pods=lambda: watcher.held,
             resync_s=options.resync_s,
         )
+        if options.cdi_dir is not None:
+            writer = CdiSpecWriter(
+                options.cdi_dir,
+                lambda: cdi_gpus(agent.managed_devices(), agent.state.observations),
+            )
+            agent.listeners.append(writer.refresh)
         plugin = None
         if options.device_plugin:
             gpus = AgentGpus(agent, options.device_split_count)
             plugin = DevicePluginServer(
                 gpus,
-                Allocator(options.node_name, pods, gpus, events, cdi=options.cdi),
+                Allocator(options.node_name, pods, gpus, events, cdi=options.cdi_dir is not None),
                 plugin_dir=options.plugin_dir,
             )
         capacity = NodeCapacity(options.node_name, core)

@@ -12,7 +12,19 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     args = build_parser().parse_args(["agent"])
     assert args.func is cmd_agent
     assert (args.node_name, args.backend, args.resync) == ("gpu-node-1", "nvml", 30)
-    assert (args.device_plugin, args.cdi, args.device_split_count) == (True, False, 10)
+    assert (args.device_plugin, args.cdi, args.device_split_count) == (True, None, 10)
+
+
+@pytest.mark.parametrize(
+    ("argv", "directory"),
+    [
+        pytest.param(["--cdi"], "/var/run/cdi", id="default-dir"),
+        pytest.param(["--cdi", "/etc/cdi"], "/etc/cdi", id="own-dir"),
+    ],
+)
+def test_cdi_takes_an_optional_directory(argv: list[str], directory: str) -> None:
+    args = build_parser().parse_args(["agent", "--node-name", "n1", *argv])
+    assert args.cdi == directory
 
 
 @pytest.mark.parametrize(
