@@ -236,6 +236,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
         device_plugin=args.device_plugin,
         cdi_dir=args.cdi,
         device_split_count=args.device_split_count,
+        hami_core_dir=args.hami_core_dir,
+        hami_core_lib=args.hami_core_lib,
     )
     return asyncio.run(run_agent(options))
 
@@ -339,6 +341,17 @@ def _add_agent_parser(sub: Any) -> None:
         type=int,
         default=DEFAULT_SPLIT_COUNT,
         help="pods that may share one hami-core GPU (HAMi's deviceSplitCount)",
+    )
+    p.add_argument(
+        "--hami-core-dir",
+        metavar="DIR",
+        help="host directory (seen at the same path) of HAMi-core's libvgpu.so and "
+        "ld.so.preload, mounted into hami-core containers so their limits are enforced",
+    )
+    p.add_argument(
+        "--hami-core-lib",
+        metavar="FILE",
+        help="a libvgpu.so to install into --hami-core-dir at start (e.g. from the image)",
     )
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     p.set_defaults(func=cmd_agent)

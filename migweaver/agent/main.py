@@ -20,6 +20,7 @@ from migweaver.agent.cdi import CdiSpecWriter, cdi_gpus
 from migweaver.agent.deviceplugin.allocator import Allocator
 from migweaver.agent.deviceplugin.devices import DEFAULT_SPLIT_COUNT
 from migweaver.agent.deviceplugin.gpus import AgentGpus
+from migweaver.agent.deviceplugin.hami_core import HamiCoreHost
 from migweaver.agent.deviceplugin.server import DEFAULT_PLUGIN_DIR, DevicePluginServer
 from migweaver.agent.node_agent import NodeAgent
 from migweaver.agent.node_capacity import NodeCapacity
@@ -56,6 +57,11 @@ class AgentOptions:
     the devices as CDI devices (nvidia.com/gpu=<UUID>) in Allocate; None: neither."""
     device_split_count: int = DEFAULT_SPLIT_COUNT
     """Device ids per hami-core GPU: HAMi's deviceSplitCount (pods sharing one GPU)."""
+    hami_core_dir: str | None = None
+    """Host directory of HAMi-core's libvgpu.so (seen at the same path): Allocate mounts
+    it into hami-core containers with ld.so.preload. None: limits by environment only."""
+    hami_core_lib: str | None = None
+    """A libvgpu.so in the agent's image to install into `hami_core_dir` at start."""
 
 
 def make_backend(options: AgentOptions) -> GpuBackend:
@@ -70,6 +76,28 @@ def make_backend(options: AgentOptions) -> GpuBackend:
     if options.backend == "nvml":
         return NvmlBackend().open()
     raise ValueError(f"unknown backend {options.backend!r}: expected nvml or fake")
+
+
+def hami_core_host(options: AgentOptions) -> HamiCoreHost | None:
+    """HAMi-core on this node, installed from the image when `hami_core_lib` is given.
+
+    A failed install or a missing library is logged, not fatal: MIG pods do not need it,
+    and `Allocate` refuses hami-core containers while it is missing (never unlimited).
+    """
+    if options.hami_core_dir is None:
+        return None
+    host = HamiCoreHost(options.hami_core_dir)
+    try:
+        if options.hami_core_lib:
+            host.install(options.hami_core_lib)
+        elif host.library.is_file():
+            host.ensure_preload()
+    except OSError as exc:
+        log.error("cannot install HAMi-core into %s: %s", options.hami_core_dir, exc)
+    problem = host.problem()
+    if problem:
+        log.warning("%s; hami-core containers will be refused until it is", problem)
+    return host
 
 
 def probe_app(agent: NodeAgent) -> web.Application:
@@ -179,9 +207,17 @@ async def _run(options: AgentOptions, backend: GpuBackend, stop: asyncio.Event) 
         plugin = None
         if options.device_plugin:
             gpus = AgentGpus(agent, options.device_split_count)
+            allocator = Allocator(
+                options.node_name,
+                pods,
+                gpus,
+                events,
+                cdi=options.cdi_dir is not None,
+                hami_core=hami_core_host(options),
+            )
             plugin = DevicePluginServer(
                 gpus,
-                Allocator(options.node_name, pods, gpus, events, cdi=options.cdi_dir is not None),
+                allocator,
                 plugin_dir=options.plugin_dir,
             )
         capacity = NodeCapacity(options.node_name, core)

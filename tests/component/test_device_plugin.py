@@ -27,6 +27,7 @@ from migweaver.agent.backends.protocol import NvmlError
 from migweaver.agent.deviceplugin import api_pb2
 from migweaver.agent.deviceplugin.allocator import Allocator
 from migweaver.agent.deviceplugin.gpus import AgentGpus
+from migweaver.agent.deviceplugin.hami_core import HamiCoreHost
 from migweaver.agent.deviceplugin.server import DevicePluginServer
 from migweaver.agent.main import run_node
 from migweaver.agent.node_agent import NodeAgent
@@ -109,7 +110,12 @@ class Node:
 
 @contextlib.asynccontextmanager
 async def running(
-    backend: FakeBackend, plugin_dir: Path, *, cdi: bool = False, split_count: int = 10
+    backend: FakeBackend,
+    plugin_dir: Path,
+    *,
+    cdi: bool = False,
+    split_count: int = 10,
+    hami_core: HamiCoreHost | None = None,
 ) -> AsyncIterator[Node]:
     kubelet = FakeKubelet(plugin_dir)
     await kubelet.start()
@@ -135,7 +141,10 @@ async def running(
     )
     gpus = AgentGpus(agent, split_count)
     plugin = DevicePluginServer(
-        gpus, Allocator(NODE, pods, gpus, events, cdi=cdi), plugin_dir=plugin_dir, poll_s=0.05
+        gpus,
+        Allocator(NODE, pods, gpus, events, cdi=cdi, hami_core=hami_core),
+        plugin_dir=plugin_dir,
+        poll_s=0.05,
     )
     stop = asyncio.Event()
     task = asyncio.create_task(
@@ -363,6 +372,91 @@ async def test_hami_core_allocate_returns_memory_and_core_limits(plugin_dir: Pat
             "CUDA_DEVICE_SM_LIMIT": "30",
         }
         assert node.pods.annotations("default", "shared")[ANNOTATION_BIND_PHASE] == "success"
+
+
+def hami_core_host(root: Path, *, installed: bool = True) -> HamiCoreHost:
+    """HAMi-core's host directory under `root`, installed from a stand-in library."""
+    host = HamiCoreHost(str(root / "vgpu"), lock_dir=str(root / "vgpulock"))
+    if installed:
+        image_lib = root / "image-libvgpu.so"
+        image_lib.write_bytes(b"\x7fELF stand-in for HAMi-core")
+        host.install(image_lib)
+    return host
+
+
+def hami_core_pod(name: str, backend: FakeBackend, uid: str) -> dict[str, Any]:
+    share = {"gpuUUID": backend.uuid(1), "gpuIndex": 1, "mode": "hami-core", "memoryMiB": 8000}
+    obj = pod(name, {"main": 1}, alloc=allocation({"main": [{**share, "cores": 30}]}))
+    obj["metadata"]["uid"] = uid
+    return obj
+
+
+async def test_hami_core_allocate_mounts_the_library_preload_and_cache_with_the_limits(
+    plugin_dir: Path, tmp_path: Path
+) -> None:
+    backend = FakeBackend.from_spec("A100-SXM4-40GB:2", seed=NODE)  # MIG off: hami-core
+    host = hami_core_host(tmp_path)
+    async with running(backend, plugin_dir, split_count=4, hami_core=host) as node:
+        await node.kubelet.devices(lambda d: len(d) == 8)
+        await node.pods.add(hami_core_pod("shared", backend, uid="uid-1"))
+        response = await node.kubelet.allocate(await node.device_ids(1))
+
+    (container,) = response.container_responses
+    vgpu, lock = tmp_path / "vgpu", tmp_path / "vgpulock"
+    assert dict(container.envs) == {
+        "NVIDIA_VISIBLE_DEVICES": backend.uuid(1),
+        "CUDA_DEVICE_MEMORY_LIMIT_0": "8000m",
+        "CUDA_DEVICE_SM_LIMIT": "30",
+        "CUDA_DEVICE_MEMORY_SHARED_CACHE": "/usr/local/vgpu/uid-1_main.cache",
+    }
+    assert [(m.container_path, m.host_path, m.read_only) for m in container.mounts] == [
+        ("/usr/local/vgpu", f"{vgpu}/containers/uid-1_main", False),
+        ("/usr/local/vgpu/libvgpu.so", f"{vgpu}/libvgpu.so", True),
+        ("/etc/ld.so.preload", f"{vgpu}/ld.so.preload", True),
+        ("/tmp/vgpulock", str(lock), False),
+    ]
+    # What the mounts point at exists: the preload names the library where it is mounted.
+    assert (vgpu / "ld.so.preload").read_text() == "/usr/local/vgpu/libvgpu.so\n"
+    assert (vgpu / "libvgpu.so").read_bytes().startswith(b"\x7fELF")
+    assert ((vgpu / "containers" / "uid-1_main").stat().st_mode & 0o777) == 0o777
+    assert (lock.stat().st_mode & 0o777) == 0o777
+
+
+async def test_a_mig_container_gets_no_hami_core_mounts(plugin_dir: Path, tmp_path: Path) -> None:
+    backend = FakeBackend.from_spec("A100-SXM4-80GB:1", seed=NODE, mig_enabled=True)
+    async with running(backend, plugin_dir, hami_core=hami_core_host(tmp_path)) as node:
+        (instance,) = await node.plan(0, "3g.40gb@4")
+        await node.pods.add(
+            pod("mig", {"main": 1}, alloc=allocation({"main": [mig_device(backend, 0, instance)]}))
+        )
+        response = await node.kubelet.allocate(await node.device_ids(1))
+    assert list(response.container_responses[0].mounts) == []
+    assert "CUDA_DEVICE_MEMORY_SHARED_CACHE" not in response.container_responses[0].envs
+
+
+async def test_without_hami_core_on_the_node_a_hami_core_container_is_refused(
+    plugin_dir: Path, tmp_path: Path
+) -> None:
+    backend = FakeBackend.from_spec("A100-SXM4-40GB:2", seed=NODE)
+    host = hami_core_host(tmp_path, installed=False)
+    async with running(backend, plugin_dir, split_count=4, hami_core=host) as node:
+        await node.kubelet.devices(lambda d: len(d) == 8)
+        await node.pods.add(hami_core_pod("shared", backend, uid="uid-2"))
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await node.kubelet.allocate(await node.device_ids(1))
+        annotations = node.pods.annotations("default", "shared")
+    # Never a container that believes it is limited while nothing enforces the limit.
+    assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "HAMi-core is not installed on this node" in (error.value.details() or "")
+    assert annotations[ANNOTATION_BIND_PHASE] == "failed"
+
+
+def test_the_cache_directories_of_gone_pods_are_pruned(tmp_path: Path) -> None:
+    host = hami_core_host(tmp_path)
+    host.prepare("live", "main")
+    host.prepare("gone", "main")
+    host.prune({"live"})
+    assert [p.name for p in (tmp_path / "vgpu" / "containers").iterdir()] == ["live_main"]
 
 
 async def test_containers_of_one_pod_are_answered_in_order(plugin_dir: Path) -> None:

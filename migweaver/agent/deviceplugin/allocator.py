@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, Protocol
 
 from migweaver.agent.deviceplugin.gpus import GpuReadError, GpuView
+from migweaver.agent.deviceplugin.hami_core import HamiCoreHost
 from migweaver.agent.pods import PodStore
 from migweaver.core.agent.binding import (
     BindError,
@@ -73,7 +74,9 @@ class AllocateFailed(Exception):
 
 
 class Allocator:
-    """Answers `Allocate` for the node `node`; `cdi` adds CDI device names."""
+    """Answers `Allocate` for the node `node`; `cdi` adds CDI device names; `hami_core`
+    mounts HAMi-core into containers with a hami-core share (None: limits by environment
+    only, which nothing enforces unless the image loads HAMi-core itself)."""
 
     def __init__(
         self,
@@ -83,9 +86,11 @@ class Allocator:
         events: Recorder,
         *,
         cdi: bool = False,
+        hami_core: HamiCoreHost | None = None,
     ) -> None:
         self.node = node
         self.cdi = cdi
+        self.hami_core = hami_core
         self._pods = pods
         self._gpus = gpus
         self._events = events
@@ -104,6 +109,8 @@ class Allocator:
                 if annotations_of(p).get(ANNOTATION_BIND_PHASE) == BIND_ALLOCATING
             }
             self.progress = {uid: c for uid, c in self.progress.items() if uid in waiting}
+            if self.hami_core is not None:
+                self.hami_core.prune({PodRef.of(p).uid for p in pods})
             progress = dict(self.progress)
             grants: list[ContainerGrant] = []
             for device_ids in requests:
@@ -111,6 +118,10 @@ class Allocator:
                 if isinstance(result, BindError):
                     await self._fail(result)
                     raise AllocateFailed(result.code, result.message)
+                prepared = self._prepare(result)
+                if prepared is not None:
+                    await self._fail(prepared)
+                    raise AllocateFailed(prepared.code, prepared.message)
                 grants.append(result)
                 uid = result.match.pod.uid
                 progress[uid] = progress.get(uid, frozenset()) | {result.match.container}
@@ -160,6 +171,28 @@ class Allocator:
             gpus=gpus,
             progress=progress,
             cdi=self.cdi,
+            hami_core=self.hami_core.setup if self.hami_core is not None else None,
+        )
+
+    def _prepare(self, grant: ContainerGrant) -> BindError | None:
+        """HAMi-core's files for a container that gets them: the library must be there
+        (else the limits would silently not apply: fail instead), and a fresh cache
+        directory is made."""
+        if not grant.mounts or self.hami_core is None:
+            return None
+        match = grant.match
+        problem = self.hami_core.problem()
+        if problem is None:
+            try:
+                self.hami_core.prepare(match.pod.uid, match.container)
+            except OSError as exc:
+                problem = f"cannot prepare HAMi-core's cache directory: {exc}"
+        if problem is None:
+            return None
+        return BindError(
+            BindErrorCode.FAILED_PRECONDITION,
+            f"pod {match.pod.key} container {match.container}: {problem}",
+            pod=match.pod,
         )
 
     async def _succeed(self, match: ContainerMatch, pods: list[JsonDict]) -> BindError | None:

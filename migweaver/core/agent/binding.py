@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
+from migweaver.core.agent.hami_core import LOCK_DIR, Mount, hami_core_env, hami_core_mounts
 from migweaver.core.mig.profiles import Placement
 from migweaver.core.resources.allocation import (
     BIND_ALLOCATING,
@@ -56,6 +57,7 @@ __all__ = [
     "BindErrorCode",
     "ContainerGrant",
     "ContainerMatch",
+    "HamiCoreSetup",
     "ObservedGpu",
     "ObservedInstance",
     "PodRef",
@@ -166,6 +168,8 @@ class ContainerGrant:
     envs: dict[str, str]
     cdi_devices: tuple[str, ...] = ()
     devices: tuple[AllocatedDevice, ...] = field(default=())
+    mounts: tuple[Mount, ...] = ()
+    """HAMi-core's library, `ld.so.preload` and cache directory (hami-core shares only)."""
 
     @property
     def last(self) -> bool:
@@ -415,8 +419,13 @@ def decide(
     gpus: Mapping[str, ObservedGpu],
     progress: Mapping[str, frozenset[str]] | None = None,
     cdi: bool = False,
+    hami_core: HamiCoreSetup | None = None,
 ) -> ContainerGrant | BindError:
-    """The answer to one container request of `Allocate` (see the module docstring)."""
+    """The answer to one container request of `Allocate` (see the module docstring).
+
+    With `hami_core`, a container with a hami-core share also gets HAMi-core's mounts
+    and cache variable (`migweaver.core.agent.hami_core`), so its limits are enforced.
+    """
     match = match_container(pods, node=node, device_count=device_count, progress=progress)
     if isinstance(match, BindError):
         return match
@@ -424,4 +433,17 @@ def decide(
     if error is not None:
         return error
     envs, names = container_env(match.allocation.devices, cdi=cdi)
-    return ContainerGrant(match, envs, names, tuple(match.allocation.devices))
+    mounts: tuple[Mount, ...] = ()
+    if hami_core is not None and any(d.mode == "hami-core" for d in match.allocation.devices):
+        uid, container = match.pod.uid, match.container
+        mounts = hami_core_mounts(hami_core.host_dir, uid, container, lock_dir=hami_core.lock_dir)
+        envs.update(hami_core_env(uid, container))
+    return ContainerGrant(match, envs, names, tuple(match.allocation.devices), mounts)
+
+
+@dataclass(frozen=True, slots=True)
+class HamiCoreSetup:
+    """Where HAMi-core lives on the host: its directory and the shared lock directory."""
+
+    host_dir: str
+    lock_dir: str = LOCK_DIR

@@ -32,6 +32,7 @@ import yaml
 import migweaver
 from migweaver.agent.deviceplugin.server import DEFAULT_PLUGIN_DIR
 from migweaver.cli import build_parser
+from migweaver.core.agent.hami_core import PRELOAD_CONTENT
 from migweaver.core.resources.allocation import BIND_FAILED, BIND_SUCCESS, bind_patch
 from migweaver.core.resources.api import ANNOTATION_ALLOCATION, ANNOTATION_BIND_PHASE
 from migweaver.core.resources.crds import crd_filename, render_crds
@@ -363,6 +364,26 @@ def test_agent_command_is_accepted_by_the_cli() -> None:
     volumes = {v["name"]: v for v in pod_spec(agent)["volumes"]}
     assert mounts["device-plugins"] == plugin_dir
     assert volumes["device-plugins"]["hostPath"]["path"] == plugin_dir
+    # Paths the agent hands the kubelet or writes for runtimes are host paths, mounted at
+    # the same path in the agent (HAMi-core's directory and lock, the CDI spec directory).
+    for name, path in (
+        ("hami-core", args.hami_core_dir),
+        ("hami-core-lock", "/tmp/vgpulock"),
+        ("cdi", args.cdi),
+    ):
+        assert mounts[name] == path == volumes[name]["hostPath"]["path"], name
+
+
+def test_agent_sees_the_hosts_processes_and_installs_hami_core() -> None:
+    agent = find("DaemonSet", "migweaver-agent")
+    spec = pod_spec(agent)
+    assert spec["hostPID"] is True  # NVML lists processes by the caller's PID namespace
+    (init,) = spec["initContainers"]
+    script = init["command"][-1]
+    assert {m["mountPath"] for m in init["volumeMounts"]} == {"/usr/local/vgpu"}
+    # Installed by rename, under the names Allocate mounts from (core.agent.hami_core).
+    assert "mv -f /usr/local/vgpu/.libvgpu.so.new /usr/local/vgpu/libvgpu.so" in script
+    assert f"echo {PRELOAD_CONTENT.strip()} > /usr/local/vgpu/.ld.so.preload.new" in script
 
 
 def test_operator_command_is_accepted_by_the_cli() -> None:
