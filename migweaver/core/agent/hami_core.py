@@ -4,12 +4,13 @@
 `libvgpu.so` is loaded into the container's processes. As HAMi's own device plugin does,
 `Allocate` mounts, for every container with a hami-core share:
 
-| in the container | from the host | |
-|---|---|---|
-| `/usr/local/vgpu/libvgpu.so` | `<dir>/libvgpu.so` | read-only: the library |
-| `/etc/ld.so.preload` | `<dir>/ld.so.preload` | read-only: names the library, so the dynamic loader loads it into every process |
-| `/usr/local/vgpu` | `<dir>/containers/<pod uid>_<container>` | read-write: the per-container directory holding HAMi-core's shared cache |
-| `/tmp/vgpulock` | `/tmp/vgpulock` | read-write: HAMi-core's lock directory, shared by the node's containers |
+- `/usr/local/vgpu/libvgpu.so` <- `<dir>/libvgpu.so`, read-only: the library;
+- `/etc/ld.so.preload` <- `<dir>/ld.so.preload`, read-only: names the library, so the
+  dynamic loader loads it into every process of the container;
+- `/usr/local/vgpu` <- `<dir>/containers/<pod uid>_<container>`, read-write: the
+  per-container directory holding HAMi-core's shared cache;
+- `/tmp/vgpulock` <- `/tmp/vgpulock`, read-write: HAMi-core's lock directory, shared by
+  the node's containers;
 
 and sets `CUDA_DEVICE_MEMORY_SHARED_CACHE` to a file in that per-container directory,
 which HAMi-core uses to account the container's processes together. `<dir>` is the host
