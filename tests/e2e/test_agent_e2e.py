@@ -107,6 +107,7 @@ def assert_adopted_layout(obj: JsonDict, node: str, index: int, uuid: str) -> No
         "model": "NVIDIA A100-SXM4-80GB",
         "memoryMiB": 81920,
         "migCapable": True,
+        "pciDeviceId": 0x20B2,
     }
     assert status["migMode"] == {"current": "Disabled", "pending": "Disabled"}
     assert status["instances"] == []
