@@ -57,7 +57,7 @@ of the instances with the shipped geometry configuration). For each, an integer 
 
 {quality}
 
-migweaver honours the queue order (DESIGN.md: "pods by priority, then age"), so the
+migweaver honours the queue order (docs/design.md: "pods by priority, then age"), so the
 second column is its real bound; the difference between the first two columns is the
 price of that fairness: the count optimum skips an old large pod to fit several small
 ones behind it. Against the count optimum migweaver stays below the 98 % goal for that

@@ -4,7 +4,7 @@ An instance allocated to a pod is in use from the moment the operator writes the
 `migweaver.io/allocation`, even before a process runs on it: the MigLayout status shows
 `inUse: true` and `pod: ns/name`, and the reconciler never destroys it. The watcher lists
 and watches the pods of its node (field selector `spec.nodeName`), keeps
-`core.allocation.held_devices` of them, and when that changes asks the agent to refresh
+`core.resources.allocation.held_devices` of them, and when that changes asks the agent to refresh
 the layouts of the GPUs concerned, so a pod that ends releases its instance at once.
 
 `held` is a live read-only mapping for `NodeAgent(held_by_pods=...)`: the reconciler runs

@@ -1,7 +1,7 @@
 """Typed, dict-based access to the Kubernetes API for the agent and the operator.
 
 This is the only package that imports `kubernetes_asyncio`. Objects travel as plain dicts
-(exactly the JSON the API server sends), so the pydantic models of `core.models` parse
+(exactly the JSON the API server sends), so the pydantic models of `core.resources.models` parse
 them directly and tests can compare bodies without client model classes.
 """
 

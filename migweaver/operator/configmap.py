@@ -1,7 +1,7 @@
 """The geometry ConfigMap (`migweaver-device-config`, key `config.yaml`) in the operator's
 namespace, watched by name with kubernetes_asyncio (kopf would watch every ConfigMap of
 the cluster). Each version goes to `Operator.reload_config`, which keeps the last valid
-configuration when a new one is invalid (`core.config_reload`)."""
+configuration when a new one is invalid (`core.config.reload`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The operator's Prometheus metrics (DESIGN.md section 6), served on `:31993/metrics`.
+"""The operator's Prometheus metrics (docs/design.md, "Observability"), served on `:31993/metrics`.
 
 Two kinds of series:
 

@@ -1,6 +1,6 @@
 """Pods: the gated ones open batches; reserved, ended and deleted ones ask for a round.
 
-Only pods that concern migweaver pass the filter (`core.operator_state.concerns_operator`):
+Only pods that concern migweaver pass the filter (`core.operator.state.concerns_operator`):
 gated by `migweaver.io/placement`, or carrying a reservation or an allocation.
 """
 

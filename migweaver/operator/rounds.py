@@ -4,15 +4,15 @@ Kopf's handlers only *notify* this object (`pod_arrived`, `capacity_changed`,
 `layout_changed`, ...); one task (`run`) does the work in rounds, one at a time, so every
 write of the operator is serialised and made from a fresh read of the API:
 
-1. read pods, MigLayouts, NodeConfigs and Nodes (`core.operator_state.cluster_state`);
+1. read pods, MigLayouts, NodeConfigs and Nodes (`core.operator.state.cluster_state`);
 2. NodeConfigs: `spec.migEnabled` of their GPUs, their status and Events;
 3. releases: every reserved pod whose devices are Ready gets its one patch;
 4. when the batching window is due: plan, write the changed MigLayout specs (409 re-reads
    and re-plans, never overwrites), then the pods' reservation annotations, then Events
-   and the pods' `migweaver.io/Placement` condition (`core.pod_condition`).
+   and the pods' `migweaver.io/Placement` condition (`core.operator.pod_condition`).
 
 Everything it knows comes from the API in step 1, so a restarted operator continues
-where the last one stopped (DESIGN.md section 7). The only memory kept between rounds is
+where the last one stopped (docs/design.md, "Safety rules"). The only memory kept between rounds is
 what avoids repeating itself: the batching window, whether pods wait for room, the last
 `MigUnschedulable` reason per pod and the MigLayouts already logged as left out.
 """

@@ -3,7 +3,7 @@
 Not product logic: migweaver never plans this way. It is reproduced so that the simulator
 can compare migweaver with what HAMi users run today. The rules, from HAMi's
 `pkg/device/nvidia/device.go` (`CustomFilterRule`, `AddResourceUsage`, `migNeedsReset`,
-`Fit`) and mig-facts.md section 5:
+`Fit`) and docs/mig-reference.md section 5:
 
 - a MIG GPU always carries one *whole template* of `knownMigGeometries` (HAMi applies it
   with mig-parted): every instance of the geometry exists, in use or not;

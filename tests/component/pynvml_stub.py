@@ -37,7 +37,7 @@ CArgObject = type(ctypes.byref(ctypes.c_uint()))
 NO_MIG_ID = 0xFFFFFFFF
 MIB = 1 << 20
 # CI profile index -> compute slices. CI profile ids equal the index constants
-# (mig-facts.md section 1: 1c=0, 2c=1, 3c=2, 4c=3, 7c=4).
+# (docs/mig-reference.md section 1: 1c=0, 2c=1, 3c=2, 4c=3, 7c=4).
 CI_SLICES = {0: 1, 1: 2, 2: 3, 3: 4, 4: 7}
 _UUID_NAMESPACE = uuid.UUID("6ba7b812-9dad-11d1-80b4-00c04fd430c8")
 
@@ -102,7 +102,7 @@ class StubGpu:
     compute_slices: int = 7
     mig_current: bool = False
     mig_pending: bool = False
-    # The mode switch waits for a GPU reset even when idle (mig-facts.md section 4).
+    # The mode switch waits for a GPU reset even when idle (docs/mig-reference.md section 4).
     reset_required: bool = False
     # Extra GI profile indexes answering with an existing profile id (to test dedup).
     alias_indexes: dict[int, int] = field(default_factory=dict)
@@ -343,7 +343,7 @@ class PynvmlStub:
         ci_id = next(i for i in itertools.count(0) if i not in gi.cis)
         used_slots = {ci.mig_slot for _, ci in gpu.cis()}
         slot = next(i for i in itertools.count(0) if i not in used_slots)
-        # MIG UUIDs derive from (parent GPU, GI id, CI id) (mig-facts.md section 4).
+        # MIG UUIDs derive from (parent GPU, GI id, CI id) (docs/mig-reference.md section 4).
         mig_uuid = f"MIG-{uuid.uuid5(_UUID_NAMESPACE, f'{gpu.uuid}/{gi.gi_id}/{ci_id}')}"
         ci = StubCi(ci_id, ci_profile_id, slices, slot, mig_uuid, addr=0, mig_addr=0)
         ci.addr = self._register(ci)
@@ -438,7 +438,7 @@ class PynvmlStub:
         ):
             nvml_raise(real.NVML_ERROR_INVALID_ARGUMENT)
         gpu.mig_pending = bool(mode)
-        # The activation status is returned, not raised (mig-facts.md section 1).
+        # The activation status is returned, not raised (docs/mig-reference.md section 1).
         if gpu.processes:
             return int(real.NVML_ERROR_IN_USE)
         if gpu.reset_required:

@@ -1,4 +1,4 @@
-"""The fake GPU backend behaves as NVML does (mig-facts.md sections 1, 2 and 4)."""
+"""The fake GPU backend behaves as NVML does (docs/mig-reference.md sections 1, 2 and 4)."""
 
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ from tests.component.pynvml_stub import (
 
 A100, H100, T4 = 0, 1, 2
 MIG_UUID = re.compile(r"^MIG-[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}$")
-# Profile ids of the 8-slot GPUs (mig-facts.md section 2).
+# Profile ids of the 8-slot GPUs (docs/mig-reference.md section 2).
 ID_1G, ID_1G_ME, ID_1G_2X, ID_2G, ID_3G, ID_4G, ID_7G = 19, 20, 15, 14, 9, 5, 0
 
 

@@ -104,7 +104,7 @@ def check_plan(
     plan: Plan,
     device_config: DeviceConfig | None = None,
 ) -> None:
-    """Assert every rule a plan must obey (the safety properties of DESIGN.md section 7).
+    """Assert every rule a plan must obey (the safety properties of docs/design.md, "Safety rules").
 
     - each changed layout is valid on its GPU (placements, overlaps, counts);
     - busy instances (in use or reserved) are all still there, where they were, and never

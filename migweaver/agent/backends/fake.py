@@ -1,6 +1,6 @@
 """A simulated GPU backend that behaves as NVML does: tests, the simulator, GPU-less clusters.
 
-Every rule of mig-facts.md that the agent depends on is reproduced, with the NVML error
+Every rule of docs/mig-reference.md that the agent depends on is reproduced, with the NVML error
 NVML would return:
 
 - profiles (ids, indexes, names, placements, counts) come from the catalog model;
@@ -88,7 +88,7 @@ MUTATING_CALLS: Final[frozenset[str]] = frozenset(
 """The methods that change a GPU; `fail_nth_call` counts these."""
 
 # NVML's compute-instance profile ids equal the CI index constants; a full CI has the
-# GI's slice count (mig-facts.md section 1).
+# GI's slice count (docs/mig-reference.md section 1).
 _CI_PROFILE_BY_SLICES: Final[Mapping[int, int]] = {1: 0, 2: 1, 3: 2, 4: 3, 7: 4, 8: 5, 6: 6}
 _NVIDIA_VENDOR_ID: Final = 0x10DE
 _MIG_UUID_NAMESPACE: Final = uuidlib.UUID("5b7f3c0e-9a5d-4f43-8a53-6d6967776561")

@@ -2,7 +2,7 @@
 
 Every NVML call goes through `NvmlBackend._call`, which turns a `pynvml.NVMLError` into
 `BackendError(<NVML function>, <NvmlError>, detail)`, so the reconciler never sees a pynvml
-type. The NVML facts this module relies on are in `shared/reference/mig-facts.md` section 1:
+type. The NVML facts this module relies on are in `docs/mig-reference.md` section 1:
 
 - GI profiles are *looked up* by index constant (`NVML_GPU_INSTANCE_PROFILE_*`) but every
   other call takes the profile **id** the lookup returns (index 9 is id 15, index 4 is id 0).
@@ -71,7 +71,7 @@ _INIT_HINTS: Final[Mapping[NvmlError, str]] = {
     NvmlError.NO_PERMISSION: "no permission to open the NVIDIA devices: the agent needs root",
 }
 
-# "Try every index and skip NotSupported" (mig-facts.md section 1): a profile index or CI
+# "Try every index and skip NotSupported" (docs/mig-reference.md section 1): a profile index or CI
 # profile this GPU / GPU instance does not have answers NotSupported or InvalidArgument.
 _ABSENT_PROFILE: Final = frozenset({NvmlError.NOT_SUPPORTED, NvmlError.INVALID_ARGUMENT})
 # A question this driver or GPU cannot answer (the answer is optional).
@@ -230,8 +230,8 @@ class NvmlBackend:
     def set_mig_mode(self, gpu: int, enabled: bool) -> MigModeState:
         """Request a MIG mode and return the mode NVML reports afterwards.
 
-        NVML *returns* the activation status instead of raising it (mig-facts.md section 1):
-        IN_USE (GPU not idle) or RESET_REQUIRED leave `pending != current` until a GPU
+        NVML *returns* the activation status instead of raising it (docs/mig-reference.md
+        section 1): IN_USE (GPU not idle) or RESET_REQUIRED leave `pending != current` until a GPU
         reset, so the mode is re-read rather than inferred from the status.
         """
         device = self._device(gpu)

@@ -18,7 +18,7 @@ from migweaver.core.mig.profiles import MigProfile, Placement, ProfileTable
 
 
 class NvmlError(StrEnum):
-    """The NVML return codes the agent distinguishes (mig-facts.md section 1)."""
+    """The NVML return codes the agent distinguishes (docs/mig-reference.md section 1)."""
 
     UNINITIALIZED = "Uninitialized"
     INVALID_ARGUMENT = "InvalidArgument"

@@ -23,7 +23,7 @@ __all__ = ["AgentGpus", "GpuReadError", "GpuView", "observed_gpu"]
 # A layout in these phases makes its GPU's devices Unhealthy ("Invalid" is the agent's
 # own mark for a spec that does not parse; its status phase is Failed).
 _UNHEALTHY_PHASES: Final = frozenset({"Failed", "Invalid"})
-# The most MIG instances of every supported model but the A30 (mig-facts.md section 2).
+# The most MIG instances of every supported model but the A30 (docs/mig-reference.md section 2).
 _DEFAULT_COMPUTE_SLICES: Final = 7
 
 

@@ -2,7 +2,7 @@
 
 The catalog is a *default*. At runtime the agent reports the profiles NVML lists for each
 GPU and those win, so a model that is missing here, or a driver that sizes a profile a
-little differently, still works. Values follow `shared/reference/mig-facts.md`; profiles
+little differently, still works. Values follow `docs/mig-reference.md`; profiles
 marked `confirmed=False` carry estimates that real NVML data replaces.
 """
 

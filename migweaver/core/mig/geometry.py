@@ -1,6 +1,6 @@
 """Geometry of MIG layouts: which sets of placed instances a GPU accepts.
 
-The rules are NVML's (mig-facts.md section 2): every instance sits at one of its profile's
+The rules are NVML's (docs/mig-reference.md section 2): every instance sits at one of its profile's
 allowed placements, no two instances share a memory slot, no profile exceeds its maximum
 count, and at most one `+me` (media extensions) instance exists. Occupancy is a bit mask
 of memory slots, so every check here is a handful of integer operations.

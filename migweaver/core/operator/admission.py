@@ -1,6 +1,6 @@
 """Admission of new pods: what the mutating webhook changes on a pod, as a JSON patch.
 
-DESIGN.md section 5, step 1: a pod that asks for any GPU resource (`nvidia.com/gpu`,
+docs/design.md, "Pod lifecycle", step 1: a pod that asks for any GPU resource (`nvidia.com/gpu`,
 `nvidia.com/gpumem`, `nvidia.com/gpumem-percentage`, `nvidia.com/gpucores`, or the names
 the configuration gives them) gets the scheduling gate `migweaver.io/placement`, so
 kube-scheduler leaves it alone until the operator has placed it. A container that names

@@ -3,7 +3,7 @@
 Between the plan and the pod's release the operator records the pod's devices on the pod
 itself, in annotation `migweaver.io/reservation` (JSON). Together with the MigLayouts and
 the allocation annotations of released pods this is everything the operator knows, so a
-restarted operator rebuilds every reservation from the API alone (DESIGN.md section 7):
+restarted operator rebuilds every reservation from the API alone (docs/design.md, "Safety rules"):
 
 ```json
 {"node": "node-a", "containers": [{"name": "main", "devices": [

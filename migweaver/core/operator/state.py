@@ -1,6 +1,6 @@
 """What the operator knows, rebuilt from API objects alone, and the planner's snapshot of it.
 
-The operator is stateless (DESIGN.md section 7): every round it reads the MigLayouts, the
+The operator is stateless (docs/design.md, "Safety rules"): every round it reads the MigLayouts, the
 NodeConfigs, the Nodes and the pods that concern it, and `cluster_state` turns those raw
 API dicts into a `ClusterState`:
 

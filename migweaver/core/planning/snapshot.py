@@ -229,7 +229,7 @@ def snapshot_from_layouts(
     """A snapshot from MigLayouts (spec + status) and the operator's own records.
 
     `node_modes` gives each node's operating mode (nodes not listed run hami-core, as in
-    DESIGN.md); `node_facts` whether each node is cordoned, Ready and tainted (a node not
+    docs/design.md); `node_facts` whether each node is cordoned, Ready and tainted (a node not
     listed takes new pods); `reservations` the pod each planned instance is reserved for,
     `shares` the hami-core shares already allocated. A layout whose GPU has not been
     described yet (no status profiles and a model the catalog does not know) is left out:

@@ -1,6 +1,6 @@
 """The pod allocation annotation: which devices the operator gave each container of a pod.
 
-The operator writes it when the instances a pod needs are Ready (DESIGN.md section 5,
+The operator writes it when the instances a pod needs are Ready (docs/design.md, "Pod lifecycle",
 step 4); the agent's device plugin reads it in `Allocate` and its pod watch turns it into
 the in-use accounting of MigLayout status. Annotations on the pod, as HAMi does with its
 `hami.io/*` annotations:

@@ -1,4 +1,4 @@
-"""The custom resources `MigLayout` and `NodeConfig` (DESIGN.md section 4) as pydantic models.
+"""The custom resources `MigLayout` and `NodeConfig` (docs/design.md, "Resources") as models.
 
 Python code uses snake_case; the wire (the Kubernetes API, YAML) uses camelCase. Two wire
 names are spelled by hand because the generated alias would differ: `gpuUUID` (not

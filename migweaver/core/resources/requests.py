@@ -3,9 +3,9 @@
 The input is a pod exactly as the Kubernetes API returns it (camelCase keys, quantities
 as strings), but nothing here trusts its shape: `parse_pod` never raises, it either returns
 a `PodDemand` or an `InvalidRequest` listing every bad field, so the operator can keep the
-pod Pending with an Event that says exactly what to fix (DESIGN.md section 3).
+pod Pending with an Event that says exactly what to fix (docs/design.md, "Resources").
 
-The rules follow HAMi's request parsing (mig-facts.md section 5): per container, a resource
+The rules follow HAMi's request parsing (docs/mig-reference.md section 5): per container, a resource
 in `limits` wins over the same resource in `requests`; memory, memory-percentage or cores
 without `nvidia.com/gpu` mean `default_gpu_num` devices; with no memory given, the default
 memory or else 100 % of the device.

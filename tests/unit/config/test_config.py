@@ -1,5 +1,5 @@
 """The geometry configuration: HAMi's `nvidia:` block loaded, checked against the catalog,
-and resolved for the planner (DESIGN.md section 4)."""
+and resolved for the planner (docs/design.md, "Resources")."""
 
 from __future__ import annotations
 

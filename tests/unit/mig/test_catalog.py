@@ -1,4 +1,4 @@
-"""The built-in GPU catalog against the tables of mig-facts.md sections 2 and 3."""
+"""The built-in GPU catalog against the tables of docs/mig-reference.md sections 2 and 3."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from migweaver.core.mig.catalog import CATALOG, get_model, match_model, models_m
 from migweaver.core.mig.profiles import Placement
 
 # model -> profile names by NVML profile id (19: 1g, 15: 1g double memory, 14: 2g, 9: 3g,
-# 5: 4g, 0: 7g), copied from mig-facts.md section 3.
+# 5: 4g, 0: 7g), copied from docs/mig-reference.md section 3.
 EIGHT_SLOT_NAMES = {
     "A100-SXM4-40GB": ("1g.5gb", "1g.10gb", "2g.10gb", "3g.20gb", "4g.20gb", "7g.40gb"),
     "A100-PCIE-40GB": ("1g.5gb", "1g.10gb", "2g.10gb", "3g.20gb", "4g.20gb", "7g.40gb"),
@@ -23,7 +23,7 @@ EIGHT_SLOT_NAMES = {
     "B200-180GB": ("1g.23gb", "1g.45gb", "2g.45gb", "3g.90gb", "4g.90gb", "7g.180gb"),
 }
 EIGHT_SLOT_IDS = (19, 15, 14, 9, 5, 0)
-# profile id -> (allowed starts, size, max count), mig-facts.md section 2.
+# profile id -> (allowed starts, size, max count), docs/mig-reference.md section 2.
 EIGHT_SLOT_RULES = {
     19: ((0, 1, 2, 3, 4, 5, 6), 1, 7),
     20: ((0, 1, 2, 3, 4, 5, 6), 1, 1),

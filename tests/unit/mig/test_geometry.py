@@ -1,4 +1,4 @@
-"""Layout validity, free placements, fitting and enumeration (mig-facts.md section 2)."""
+"""Layout validity, free placements, fitting and enumeration (docs/mig-reference.md section 2)."""
 
 from __future__ import annotations
 
@@ -224,7 +224,7 @@ def test_maximal_layouts_are_valid_and_cannot_grow(key: str) -> None:
 
 
 # ---------------------------------------------------------------- properties vs an oracle
-# The oracle restates mig-facts.md section 2 on a slot array, independently of geometry.py:
+# The oracle restates docs/mig-reference.md section 2 on a slot array, independently of geometry.py:
 # profile id -> allowed starts, size, max count; one +me instance at most.
 
 ORACLE_8 = {

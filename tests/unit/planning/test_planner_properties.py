@@ -1,4 +1,4 @@
-"""Properties of plans over random snapshots and demands (DESIGN.md section 7).
+"""Properties of plans over random snapshots and demands (docs/design.md, "Safety rules").
 
 Every plan obeys `check_plan` (valid layouts; busy, reserved and static instances
 untouched; geometries, max counts and filters respected; one node per pod; hami-core never

@@ -1,4 +1,4 @@
-"""The MigLayout and NodeConfig models (DESIGN.md section 4): wire format, validation, helpers."""
+"""The MigLayout and NodeConfig models (docs/design.md, "Resources"): wire format, validation."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from migweaver.core.resources.models import (
     used_summary,
 )
 
-# DESIGN.md section 4, with the elided parts (`[...]`, `...`) filled in.
+# docs/design.md, "Resources", with the elided parts (`[...]`, `...`) filled in.
 MIGLAYOUT_YAML = """
 apiVersion: migweaver.io/v1alpha1
 kind: MigLayout

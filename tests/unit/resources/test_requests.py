@@ -1,4 +1,4 @@
-"""Request parsing: HAMi pod manifests to PodDemand, against mig-facts.md section 5."""
+"""Request parsing: HAMi pod manifests to PodDemand, against docs/mig-reference.md section 5."""
 
 from __future__ import annotations
 
