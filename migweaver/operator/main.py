@@ -29,6 +29,7 @@ from migweaver.core.planning.plan import PlannerOptions
 from migweaver.k8s.client import ApiError, Conflict, connect
 from migweaver.k8s.cluster import AnyClusterObjects, connection_settings
 from migweaver.operator import configmap, miglayouts, nodeconfigs, nodes, pods
+from migweaver.operator.access import operator_api
 from migweaver.operator.metrics import OperatorMetrics
 from migweaver.operator.probes import probe_app, serving
 from migweaver.operator.rounds import Operator
@@ -237,7 +238,7 @@ async def _run(
             return is_active(peers, identity, settings.peering.priority, datetime.now(UTC))
 
         operator = Operator(
-            api,
+            operator_api(api, options.namespace),
             options,
             metrics,
             planner_options=planner_options,

@@ -26,7 +26,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from migweaver.core.config import CONFIGMAP_NAME
 from migweaver.core.config.reload import ConfigInForce, ReloadOutcome, reload
@@ -65,13 +65,13 @@ from migweaver.core.planning.plan import PlannerOptions
 from migweaver.core.planning.planner import plan
 from migweaver.core.resources.allocation import Allocation
 from migweaver.core.resources.api import format_timestamp, metadata_of, parse_timestamp
-from migweaver.core.resources.models import MIGLAYOUT_PLURAL, NODECONFIG_PLURAL
+from migweaver.core.resources.bodies import MigLayoutBody, NodeBody, NodeConfigBody, PodBody
 from migweaver.core.resources.requests import RequestDefaults
-from migweaver.k8s.client import ApiError, ClusterObjects, Conflict, CoreObjects, NotFound
-from migweaver.k8s.cluster import ConfigMaps, Nodes, Pods
-from migweaver.k8s.events import EventRecorder, EventType
+from migweaver.k8s.client import ApiError, Conflict, NotFound
+from migweaver.k8s.events import EventType
+from migweaver.operator.access import OperatorApi
 from migweaver.operator.metrics import OperatorMetrics
-from migweaver.operator.settings import COMPONENT, OperatorOptions
+from migweaver.operator.settings import OperatorOptions
 
 log = logging.getLogger("migweaver.operator")
 
@@ -92,7 +92,7 @@ class Operator:
 
     def __init__(
         self,
-        api: Any,
+        api: OperatorApi,
         options: OperatorOptions,
         metrics: OperatorMetrics,
         *,
@@ -107,12 +107,12 @@ class Operator:
         self.planner_options = planner_options or PlannerOptions()
         self._mono = monotonic
         self._wall = wall
-        self.pods = Pods(api)
-        self.layouts = ClusterObjects(api, MIGLAYOUT_PLURAL)
-        self.nodeconfigs = ClusterObjects(api, NODECONFIG_PLURAL)
-        self.nodes = Nodes(api)
-        self.configmaps = ConfigMaps(api, options.namespace)
-        self.events = EventRecorder(CoreObjects(api), COMPONENT)
+        self.pods = api.pods
+        self.layouts = api.layouts
+        self.nodeconfigs = api.nodeconfigs
+        self.nodes = api.nodes
+        self.configmaps = api.configmaps
+        self.events = api.events
         self.window = BatchWindow(options.batch_idle, options.batch_max)
         self.config = ConfigInForce()
         self.ready = asyncio.Event()
@@ -203,11 +203,12 @@ class Operator:
         pods, layouts, configs, nodes = await asyncio.gather(
             self.pods.list(), self.layouts.list(), self.nodeconfigs.list(), self.nodes.list()
         )
+        # The API's answers, declared as the shapes core reads (core checks every value).
         return cluster_state(
-            pods=pods.items,
-            layouts=layouts.items,
-            nodeconfigs=configs.items,
-            nodes=nodes.items,
+            pods=cast("list[PodBody]", pods.items),
+            layouts=cast("list[MigLayoutBody]", layouts.items),
+            nodeconfigs=cast("list[NodeConfigBody]", configs.items),
+            nodes=cast("list[NodeBody]", nodes.items),
             defaults=self.request_defaults(),
         )
 
@@ -388,7 +389,7 @@ class Operator:
 
     async def _condition(
         self,
-        pod: Mapping[str, Any],
+        pod: PodBody,
         wanted: PlacementCondition,
         *,
         only_if_present: bool = False,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 
 from migweaver.agent.deviceplugin.gpus import GpuReadError, GpuView
 from migweaver.agent.deviceplugin.hami_core import HamiCoreHost
@@ -47,7 +47,8 @@ from migweaver.core.resources.api import (
     ANNOTATION_BIND_PHASE,
     annotations_of,
 )
-from migweaver.k8s.client import ApiError, Conflict, JsonDict, NotFound
+from migweaver.core.resources.bodies import PodBody
+from migweaver.k8s.client import ApiError, Conflict, NotFound
 
 __all__ = ["EVENT_ALLOCATED", "EVENT_ALLOCATE_FAILED", "AllocateFailed", "Allocator"]
 
@@ -137,18 +138,18 @@ class Allocator:
             await self._announce(grant)
         return grants
 
-    async def _list_pods(self) -> list[JsonDict]:
+    async def _list_pods(self) -> list[PodBody]:
         # Always a fresh list, never a cache: a cached pod that was deleted a moment ago
         # could still look like it waits, and its devices would go to another pod.
         try:
-            return (await self._pods.list()).items
+            return cast("list[PodBody]", (await self._pods.list()).items)
         except ApiError as exc:
             message = f"cannot read the pods of node {self.node}: {exc}"
             log.warning("Allocate failed: %s", message)
             raise AllocateFailed(BindErrorCode.UNAVAILABLE, message) from exc
 
     async def _decide(
-        self, pods: list[JsonDict], count: int, progress: Mapping[str, frozenset[str]]
+        self, pods: list[PodBody], count: int, progress: Mapping[str, frozenset[str]]
     ) -> ContainerGrant | BindError:
         # Match first, only to learn which GPUs to read; `decide` then makes the whole
         # decision on the same inputs (so it matches the same container).
@@ -195,9 +196,9 @@ class Allocator:
             pod=match.pod,
         )
 
-    async def _succeed(self, match: ContainerMatch, pods: list[JsonDict]) -> BindError | None:
+    async def _succeed(self, match: ContainerMatch, pods: list[PodBody]) -> BindError | None:
         """Set bind-phase `success`, only if the pod still waits with the same allocation."""
-        pod: JsonDict | None = next((p for p in pods if PodRef.of(p).uid == match.pod.uid), None)
+        pod: PodBody | None = next((p for p in pods if PodRef.of(p).uid == match.pod.uid), None)
         for _ in range(_PATCH_ATTEMPTS):
             if pod is None or not _unchanged(pod, match):
                 break
@@ -226,9 +227,9 @@ class Allocator:
             pod=match.pod,
         )
 
-    async def _get(self, ref: PodRef) -> JsonDict | None:
+    async def _get(self, ref: PodRef) -> PodBody | None:
         try:
-            pod = await self._pods.get(ref.namespace, ref.name)
+            pod = cast(PodBody, await self._pods.get(ref.namespace, ref.name))
         except NotFound:
             return None
         return pod if PodRef.of(pod).uid == ref.uid else None
@@ -265,7 +266,7 @@ def _unrecorded(match: ContainerMatch, exc: ApiError) -> BindError:
     )
 
 
-def _unchanged(pod: JsonDict, match: ContainerMatch) -> bool:
+def _unchanged(pod: PodBody, match: ContainerMatch) -> bool:
     annotations = annotations_of(pod)
     return (
         annotations.get(ANNOTATION_ALLOCATION) == match.annotation

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Final
+from typing import Final
 
 from migweaver.core.agent.hami_core import LOCK_DIR, Mount, hami_core_env, hami_core_mounts
 from migweaver.core.mig.profiles import Placement
@@ -48,6 +48,7 @@ from migweaver.core.resources.api import (
     ANNOTATION_BIND_TIME,
     annotations_of,
 )
+from migweaver.core.resources.bodies import PodBody
 from migweaver.core.resources.requests import parse_quantity
 
 __all__ = [
@@ -101,7 +102,7 @@ class PodRef:
         return f"{self.namespace}/{self.name}"
 
     @classmethod
-    def of(cls, pod: Mapping[str, Any]) -> PodRef:
+    def of(cls, pod: PodBody) -> PodRef:
         meta = pod.get("metadata")
         m = meta if isinstance(meta, Mapping) else {}
         return cls(str(m.get("namespace") or ""), str(m.get("name") or ""), str(m.get("uid") or ""))
@@ -179,7 +180,7 @@ class ContainerGrant:
 # ------------------------------------------------------------------------------- match
 
 
-def gpu_containers(pod: Mapping[str, Any], resource: str = RESOURCE_GPU) -> list[tuple[str, int]]:
+def gpu_containers(pod: PodBody, resource: str = RESOURCE_GPU) -> list[tuple[str, int]]:
     """`(name, count)` of the pod's containers that ask for `resource`, in spec order.
 
     The count is what the kubelet allocates: the limit (extended resources have equal
@@ -207,7 +208,7 @@ def gpu_containers(pod: Mapping[str, Any], resource: str = RESOURCE_GPU) -> list
     return result
 
 
-def _waiting(pod: Mapping[str, Any]) -> bool:
+def _waiting(pod: PodBody) -> bool:
     meta = pod.get("metadata")
     deleting = isinstance(meta, Mapping) and meta.get("deletionTimestamp")
     return (
@@ -217,7 +218,7 @@ def _waiting(pod: Mapping[str, Any]) -> bool:
     )
 
 
-def _order(pod: Mapping[str, Any]) -> tuple[int, int, str, str]:
+def _order(pod: PodBody) -> tuple[int, int, str, str]:
     # Pods without a readable bind-time go last, then by creation (RFC 3339 sorts as text).
     bind_time = parse_bind_time(annotations_of(pod).get(ANNOTATION_BIND_TIME))
     meta = pod.get("metadata")
@@ -226,7 +227,7 @@ def _order(pod: Mapping[str, Any]) -> tuple[int, int, str, str]:
 
 
 def match_container(
-    pods: Iterable[Mapping[str, Any]],
+    pods: Iterable[PodBody],
     *,
     node: str,
     device_count: int,
@@ -241,7 +242,7 @@ def match_container(
     """
     done = progress or {}
     waiting: list[str] = []
-    candidates: list[tuple[tuple[int, int, str, str], Mapping[str, Any], str, tuple[str, ...]]] = []
+    candidates: list[tuple[tuple[int, int, str, str], PodBody, str, tuple[str, ...]]] = []
     for pod in pods:
         if not _waiting(pod):
             continue
@@ -298,7 +299,7 @@ def match_container(
 # ------------------------------------------------------------------------------ verify
 
 
-def other_holders(pods: Iterable[Mapping[str, Any]], node: str, exclude_uid: str) -> dict[str, str]:
+def other_holders(pods: Iterable[PodBody], node: str, exclude_uid: str) -> dict[str, str]:
     """MIG UUID -> `ns/name` of other live pods that already got the device (`success`)."""
     holders: dict[str, str] = {}
     for pod in sorted(pods, key=pod_key):
@@ -412,7 +413,7 @@ def container_env(
 
 
 def decide(
-    pods: Sequence[Mapping[str, Any]],
+    pods: Sequence[PodBody],
     *,
     node: str,
     device_count: int,

@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from migweaver.core.resources.allocation import Allocation, describe_containers
 from migweaver.core.resources.api import PLACEMENT_CONDITION
+from migweaver.core.resources.bodies import PodBody
 from migweaver.core.resources.requests import InvalidRequest, PodDemand
 
 __all__ = [
@@ -80,7 +81,7 @@ def ready_condition(allocation: Allocation) -> PlacementCondition:
     return PlacementCondition("True", "MigReady", f"released to {allocation.node}: {devices}")
 
 
-def current_condition(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
+def current_condition(pod: PodBody) -> Mapping[str, Any] | None:
     """The pod's `migweaver.io/Placement` condition as the API returned it, if any."""
     status = pod.get("status")
     conditions = status.get("conditions") if isinstance(status, Mapping) else None
@@ -91,7 +92,7 @@ def current_condition(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
 
 
 def condition_patch(
-    pod: Mapping[str, Any],
+    pod: PodBody,
     wanted: PlacementCondition,
     now: str,
     *,
@@ -128,7 +129,7 @@ def condition_patch(
     return {"status": {"conditions": [condition]}}
 
 
-def reasons_already_told(pods: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+def reasons_already_told(pods: Mapping[str, PodBody]) -> dict[str, str]:
     """Pod key -> the reason its condition already says it cannot be placed.
 
     The operator posts a `MigUnschedulable` Event only when a pod's reason changes; seeded

@@ -22,14 +22,13 @@ Pure: parsing never raises; an annotation that does not parse reads as no reserv
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from migweaver.core.planning.plan import Assignment, Device
 from migweaver.core.resources.allocation import DeviceMode
 from migweaver.core.resources.api import ANNOTATION_RESERVATION, annotations_of
+from migweaver.core.resources.bodies import PodBody
 from migweaver.core.resources.models import PlacementModel
 
 __all__ = [
@@ -93,7 +92,7 @@ def parse_reservation(text: object) -> PodReservation | None:
         return None
 
 
-def pod_reservation(pod: Mapping[str, Any]) -> PodReservation | None:
+def pod_reservation(pod: PodBody) -> PodReservation | None:
     """The reservation recorded on a pod (an API object dict), if any."""
     return parse_reservation(annotations_of(pod).get(ANNOTATION_RESERVATION))
 

@@ -39,6 +39,7 @@ from migweaver.core.resources.api import (
     PLACEMENT_GATE,
     metadata_of,
 )
+from migweaver.core.resources.bodies import MigLayoutBody, PodBody
 from migweaver.core.resources.models import InstanceStatus, MigLayout
 
 __all__ = ["NotReady", "ready_allocation", "release_patch", "ungate_patch"]
@@ -52,7 +53,7 @@ class NotReady:
     reason: str
 
 
-def _observed(layout: MigLayout, body: Mapping[str, Any]) -> bool:
+def _observed(layout: MigLayout, body: MigLayoutBody) -> bool:
     generation = metadata_of(body).get("generation")
     status = layout.status
     if status is None or status.observed_generation is None:
@@ -148,14 +149,12 @@ def ready_allocation(
     return Allocation(node=reservation.node, containers=containers)
 
 
-def _gates_after(pod: Mapping[str, Any]) -> list[dict[str, str]] | None:
+def _gates_after(pod: PodBody) -> list[dict[str, str]] | None:
     remaining = [{"name": g} for g in gate_names(pod) if g != PLACEMENT_GATE]
     return remaining or None
 
 
-def release_patch(
-    pod: Mapping[str, Any], allocation: Allocation, hostname: str, now: int
-) -> dict[str, Any]:
+def release_patch(pod: PodBody, allocation: Allocation, hostname: str, now: int) -> dict[str, Any]:
     """The one merge patch that releases a reserved pod to its node."""
     annotations: dict[str, str | None] = dict(release_annotations(allocation, now))
     annotations[ANNOTATION_RESERVATION] = None
@@ -171,7 +170,7 @@ def release_patch(
     }
 
 
-def ungate_patch(pod: Mapping[str, Any]) -> dict[str, Any]:
+def ungate_patch(pod: PodBody) -> dict[str, Any]:
     """Release a gated pod that asks for no device: only the gate goes."""
     return {
         "metadata": {"resourceVersion": metadata_of(pod).get("resourceVersion")},

@@ -48,6 +48,7 @@ from migweaver.core.resources.api import (
     annotations_of,
     metadata_of,
 )
+from migweaver.core.resources.bodies import MigLayoutBody, NodeBody, NodeConfigBody, PodBody
 from migweaver.core.resources.models import MigLayout, NodeConfig, OperatingMode
 from migweaver.core.resources.node_fit import NodeFacts, node_facts
 from migweaver.core.resources.nodeconfig import NodeSettings, settings_for
@@ -77,9 +78,10 @@ __all__ = [
 
 
 _T = TypeVar("_T")
+_B = TypeVar("_B", bound=Mapping[str, Any])
 
 
-def gate_names(pod: Mapping[str, Any]) -> list[str]:
+def gate_names(pod: PodBody) -> list[str]:
     """The names of the pod's scheduling gates, in order."""
     spec = pod.get("spec")
     gates = spec.get("schedulingGates") if isinstance(spec, Mapping) else None
@@ -88,15 +90,15 @@ def gate_names(pod: Mapping[str, Any]) -> list[str]:
     return [str(g.get("name")) for g in gates if isinstance(g, Mapping)]
 
 
-def has_placement_gate(pod: Mapping[str, Any]) -> bool:
+def has_placement_gate(pod: PodBody) -> bool:
     return PLACEMENT_GATE in gate_names(pod)
 
 
-def is_deleting(obj: Mapping[str, Any]) -> bool:
+def is_deleting(obj: PodBody | MigLayoutBody) -> bool:
     return bool(metadata_of(obj).get("deletionTimestamp"))
 
 
-def concerns_operator(pod: Mapping[str, Any]) -> bool:
+def concerns_operator(pod: PodBody) -> bool:
     """Whether the operator must look at this pod: gated by migweaver, or holding (or
     having held) migweaver devices. Used to filter the pod watch."""
     annotations = annotations_of(pod)
@@ -112,7 +114,7 @@ class WaitingPod:
     """A pod behind the placement gate: its demand (or why it is invalid) and reservation."""
 
     key: str
-    body: Mapping[str, Any]
+    body: PodBody
     demand: PodDemand | InvalidRequest
     reservation: PodReservation | None
 
@@ -123,7 +125,7 @@ class ClusterState:
 
     layouts: dict[str, MigLayout] = field(default_factory=dict)
     """Parsed MigLayouts by name."""
-    layout_bodies: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    layout_bodies: dict[str, MigLayoutBody] = field(default_factory=dict)
     """The same layouts as the API returned them (for resourceVersion and generation)."""
     invalid_layouts: dict[str, str] = field(default_factory=dict)
     """MigLayouts that do not parse: name -> the first problem (`spec.gpuIndex: ...`)."""
@@ -133,7 +135,7 @@ class ClusterState:
     node_facts: dict[str, NodeFacts] = field(default_factory=dict)
     """Per Node object: cordoned, Ready, taints (and labels), as the planner judges nodes."""
     configs: tuple[NodeConfig, ...] = ()
-    config_bodies: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    config_bodies: dict[str, NodeConfigBody] = field(default_factory=dict)
     """The NodeConfigs as the API returned them, by name."""
     invalid_configs: dict[str, str] = field(default_factory=dict)
     waiting: tuple[WaitingPod, ...] = ()
@@ -171,11 +173,11 @@ class ClusterState:
 
 
 def _parse_each(
-    objects: Iterable[Mapping[str, Any]], parse: Callable[[Mapping[str, Any]], _T]
-) -> tuple[dict[str, _T], dict[str, Mapping[str, Any]], dict[str, str]]:
+    objects: Iterable[_B], parse: Callable[[Mapping[str, Any]], _T]
+) -> tuple[dict[str, _T], dict[str, _B], dict[str, str]]:
     """(parsed by name, the same objects as the API returned them, invalid name -> why)."""
     parsed: dict[str, _T] = {}
-    bodies: dict[str, Mapping[str, Any]] = {}
+    bodies: dict[str, _B] = {}
     invalid: dict[str, str] = {}
     for body in objects:
         name = str(metadata_of(body).get("name") or "")
@@ -189,10 +191,10 @@ def _parse_each(
 
 def cluster_state(
     *,
-    pods: Iterable[Mapping[str, Any]],
-    layouts: Iterable[Mapping[str, Any]],
-    nodeconfigs: Iterable[Mapping[str, Any]],
-    nodes: Iterable[Mapping[str, Any]],
+    pods: Iterable[PodBody],
+    layouts: Iterable[MigLayoutBody],
+    nodeconfigs: Iterable[NodeConfigBody],
+    nodes: Iterable[NodeBody],
     defaults: RequestDefaults = DEFAULTS,
 ) -> ClusterState:
     """The operator's state from raw API objects (as lists return them)."""
@@ -346,7 +348,7 @@ def build_snapshot(state: ClusterState, now: float) -> Snapshot:
     )
 
 
-def wants_plan(pod: Mapping[str, Any]) -> bool:
+def wants_plan(pod: PodBody) -> bool:
     """A pod whose arrival opens (or extends) a batch: gated, not being deleted, and not
     reserved yet. Any other change of a pod the operator watches only asks for a round
     (a release check, or capacity that freed up)."""
@@ -367,7 +369,7 @@ def allocated_rows(state: ClusterState) -> list[tuple[str, str, int]]:
     return [(node, mode, mib) for (node, mode), mib in sorted(totals.items())]
 
 
-def pod_trigger(event_type: str | None, pod: Mapping[str, Any]) -> str | None:
+def pod_trigger(event_type: str | None, pod: PodBody) -> str | None:
     """What a watch event of a pod asks of the operator.
 
     - `"plan"`: a gated pod without a reservation (new, or changed): it opens a batch;

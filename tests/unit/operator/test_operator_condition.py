@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from migweaver.core.operator.pod_condition import PlacementCondition
 from migweaver.core.operator.state import cluster_state
 from migweaver.core.resources.api import PLACEMENT_CONDITION
 from migweaver.k8s.client import ApiError, NotFound
+from migweaver.operator.access import operator_api
 from migweaver.operator.metrics import OperatorMetrics
 from migweaver.operator.rounds import Operator
 from migweaver.operator.settings import OperatorOptions
@@ -55,8 +57,8 @@ async def condition_write(
     fake: FakePods, body: JsonDict, wanted: PlacementCondition, only_if_present: bool = False
 ) -> None:
     async with client.ApiClient() as api:
-        operator = Operator(api, OperatorOptions(), OperatorMetrics(), wall=lambda: 0.0)
-        operator.pods = fake  # type: ignore[assignment]
+        access = replace(operator_api(api, "migweaver"), pods=fake)
+        operator = Operator(access, OperatorOptions(), OperatorMetrics(), wall=lambda: 0.0)
         await operator._condition(body, wanted, only_if_present=only_if_present)
 
 
@@ -135,9 +137,8 @@ async def release_two(refuse: ApiError) -> tuple[FakePods, OperatorMetrics]:
     fake = FakePods(refuse={"a": refuse})
     metrics = OperatorMetrics()
     async with client.ApiClient() as api:
-        operator = Operator(api, OperatorOptions(), metrics, wall=lambda: 0.0)
-        operator.pods = fake  # type: ignore[assignment]
-        operator.events = NoEvents()  # type: ignore[assignment]
+        access = replace(operator_api(api, "migweaver"), pods=fake, events=NoEvents())
+        operator = Operator(access, OperatorOptions(), metrics, wall=lambda: 0.0)
         await operator._releases(state)
     return fake, metrics
 
@@ -194,9 +195,8 @@ async def test_a_resync_read_never_undoes_a_newer_version_from_the_watch() -> No
     # delivers version 2. Version 2 stays in force, whatever order the two arrive in.
     slow = SlowConfigMaps(device_config("1", 1000))
     async with client.ApiClient() as api:
-        operator = Operator(api, OperatorOptions(), OperatorMetrics())
-        operator.configmaps = slow  # type: ignore[assignment]
-        operator.events = NoEvents()  # type: ignore[assignment]
+        access = replace(operator_api(api, "migweaver"), configmaps=slow, events=NoEvents())
+        operator = Operator(access, OperatorOptions(), OperatorMetrics())
         refresh = asyncio.create_task(operator.refresh_config())
         await slow.asked.wait()
         watched = asyncio.create_task(operator.reload_config(device_config("2", 2000)))
