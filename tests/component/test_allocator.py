@@ -23,6 +23,7 @@ from migweaver.core.resources.api import (
     ANNOTATION_BIND_PHASE,
 )
 from migweaver.k8s.client import ApiError, JsonDict, Listing
+from tests import builders
 from tests.component.memory_api import MemoryEvents, MemoryNodes, MemoryPods
 
 NODE = "n1"
@@ -62,20 +63,11 @@ def allocation(uuid: str = "MIG-1") -> str:
 
 
 def pod(name: str = "p", alloc: str | None = None) -> JsonDict:
-    return {
-        "metadata": {
-            "name": name,
-            "namespace": "default",
-            "annotations": {
-                ANNOTATION_ALLOCATION: alloc or allocation(),
-                ANNOTATION_BIND_PHASE: "allocating",
-            },
-        },
-        "spec": {
-            "nodeName": NODE,
-            "containers": [{"name": "main", "resources": {"limits": {"nvidia.com/gpu": 1}}}],
-        },
+    annotations = {
+        ANNOTATION_ALLOCATION: alloc or allocation(),
+        ANNOTATION_BIND_PHASE: "allocating",
     }
+    return builders.gpu_pod(name, "default", annotations=annotations, node_name=NODE)
 
 
 class RacingPods(MemoryPods):

@@ -40,6 +40,7 @@ from migweaver.core.resources.api import (
     ANNOTATION_BIND_PHASE,
     ANNOTATION_BIND_TIME,
 )
+from tests import builders
 from tests.component.fake_kubelet import FakeKubelet
 from tests.component.memory_api import MemoryEvents, MemoryNodes, MemoryObjects, MemoryPods
 
@@ -193,22 +194,17 @@ def pod(
     annotations = {ANNOTATION_BIND_PHASE: phase, ANNOTATION_BIND_TIME: str(bind_time)}
     if alloc is not None:
         annotations[ANNOTATION_ALLOCATION] = alloc
-    return {
-        "metadata": {
-            "name": name,
-            "namespace": "default",
-            "annotations": annotations,
-            "creationTimestamp": "2026-01-01T00:00:00Z",
-        },
-        "spec": {
-            "nodeName": NODE,
-            "containers": [
-                {"name": c, "resources": {"limits": {"nvidia.com/gpu": n}}}
-                for c, n in containers.items()
-            ],
-        },
-        "status": {"phase": "Pending"},
-    }
+    return builders.pod(
+        name,
+        "default",
+        annotations=annotations,
+        created="2026-01-01T00:00:00Z",
+        node_name=NODE,
+        containers=[
+            builders.container(c, limits=builders.gpu_limits(n)) for c, n in containers.items()
+        ],
+        phase="Pending",
+    )
 
 
 def seed_pod(alloc: str) -> dict[str, Any]:

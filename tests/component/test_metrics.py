@@ -21,6 +21,7 @@ from migweaver.operator.metrics import (
     POD_WAIT_BUCKETS,
     OperatorMetrics,
 )
+from tests import builders
 
 Sample = tuple[dict[str, str], float]
 
@@ -62,24 +63,18 @@ def layout(
     mode: str = "mig",
 ) -> dict[str, Any]:
     """A MigLayout as the API returns it, with a status holding `instances`."""
-    return {
-        "apiVersion": "migweaver.io/v1alpha1",
-        "kind": "MigLayout",
-        "metadata": {"name": f"gpu{index}-of-a-node"},
-        "spec": {
-            "nodeName": node,
-            "gpuIndex": index,
-            "gpuUUID": uuid,
-            "instances": [
-                {"profile": i["profile"], "placement": i["placement"]} for i in instances
-            ],
-        },
-        "status": {
+    return builders.layout(
+        node,
+        index,
+        uuid=uuid,
+        name=f"gpu{index}-of-a-node",
+        instances=[{"profile": i["profile"], "placement": i["placement"]} for i in instances],
+        status={
             "mode": mode,
             "gpu": {"model": "NVIDIA A100-SXM4-40GB", "memoryMiB": memory, "migCapable": True},
             "instances": instances,
         },
-    }
+    )
 
 
 def seed_layouts() -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ from kopf._cogs.structs import bodies, patches  # kopf builds these for every re
 from migweaver.core.resources.api import PLACEMENT_GATE
 from migweaver.core.resources.requests import DEFAULTS, RequestDefaults
 from migweaver.operator import webhook
+from tests import builders
 
 GPU, MEM = "nvidia.com/gpu", "nvidia.com/gpumem"
 log = logging.getLogger("test")
@@ -33,8 +34,7 @@ def review(raw: dict[str, Any]) -> tuple[kopf.Body, kopf.Patch]:
 
 
 def gpu_pod(limits: dict[str, Any], **spec: Any) -> dict[str, Any]:
-    container = {"name": "main", "image": "ubuntu", "resources": {"limits": limits}}
-    return {"metadata": {"name": "p"}, "spec": {"containers": [container], **spec}}
+    return builders.pod(containers=[builders.container(image="ubuntu", limits=limits)], **spec)
 
 
 def test_register_adds_one_mutating_handler_for_pod_create() -> None:

@@ -27,6 +27,7 @@ from migweaver.core.resources.api import LABEL_NODE
 from migweaver.core.resources.models import MIGLAYOUT_PLURAL
 from migweaver.k8s.client import ApiError, ClusterObjects, Conflict, CoreObjects, NotFound
 from migweaver.k8s.events import EventRecorder
+from tests import builders
 from tests.e2e.emulator import Emulator
 from tests.e2e.kube_api import (
     CONFIGMAPS,
@@ -56,20 +57,16 @@ TEST_LABEL = "e2e.migweaver.io/test"
 def layout(kube: Kube, name: str, **extra: Any) -> JsonDict:
     """A valid MigLayout of a made-up node, labelled for the test."""
     labels = {LABEL_NODE: kube.name("tn"), TEST_LABEL: name, **extra.pop("labels", {})}
-    metadata: JsonDict = {"name": kube.name(name), "labels": labels}
-    if "finalizers" in extra:
-        metadata["finalizers"] = extra.pop("finalizers")
-    spec = {"nodeName": kube.name("tn"), "gpuIndex": 0, "gpuUUID": "GPU-e2e", **extra}
-    return {"apiVersion": "migweaver.io/v1alpha1", "kind": "MigLayout", "metadata": metadata,
-            "spec": spec}  # fmt: skip
+    meta = builders.metadata(
+        kube.name(name), labels=labels, finalizers=extra.pop("finalizers", None)
+    )
+    return builders.layout(kube.name("tn"), 0, uuid="GPU-e2e", instances=None, meta=meta, **extra)
 
 
 def pod(name: str, **spec: Any) -> JsonDict:
-    metadata: JsonDict = {"name": name}
-    if "labels" in spec:
-        metadata["labels"] = spec.pop("labels")
-    body = {"containers": [{"name": "main", "image": "busybox:1.36"}], **spec}
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": body}
+    labels = spec.pop("labels", None)
+    containers = [builders.container(image="busybox:1.36")]
+    return builders.pod(name, labels=labels, containers=containers, typed=True, **spec)
 
 
 async def expect_error(status: int, reason: str, call: Any) -> KubeError:

@@ -45,6 +45,7 @@ from migweaver.core.resources.models import node_label_value
 from migweaver.operator.main import run_operator
 from migweaver.operator.metrics import OperatorMetrics
 from migweaver.operator.settings import OperatorOptions
+from tests import builders
 from tests.e2e.kube_api import (
     CONFIGMAPS,
     CRDS,
@@ -121,27 +122,19 @@ def gpu_pod(
     mode: str | None = None,
     container: str = "main",
 ) -> JsonDict:
-    limits: dict[str, Any] = {"nvidia.com/gpu": count}
-    if memory is not None:
-        limits["nvidia.com/gpumem"] = memory
-    annotations = {"nvidia.com/vgpu-mode": mode} if mode else {}
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "annotations": annotations},
-        "spec": {
-            "schedulingGates": [{"name": PLACEMENT_GATE}],
-            # The test's Nodes have no kubelet: on a real cluster they are tainted not-ready.
-            "tolerations": [{"operator": "Exists"}],
-            "containers": [
-                {
-                    "name": container,
-                    "image": "registry.k8s.io/pause:3.9",
-                    "resources": {"limits": limits},
-                }
-            ],
-        },
-    }
+    return builders.gpu_pod(
+        name,
+        gpu=count,
+        mem=memory,
+        mode=mode or None,
+        annotations={},
+        image="registry.k8s.io/pause:3.9",
+        container_name=container,
+        typed=True,
+        gates=[PLACEMENT_GATE],
+        # The test's Nodes have no kubelet: on a real cluster they are tainted not-ready.
+        tolerations=[{"operator": "Exists"}],
+    )
 
 
 def released(pod: JsonDict | None) -> bool:

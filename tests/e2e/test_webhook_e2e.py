@@ -26,6 +26,7 @@ import yaml
 
 from migweaver.core.resources.api import PLACEMENT_GATE
 from migweaver.operator import webhook
+from tests import builders
 from tests.e2e.kube_api import MUTATING_WEBHOOKS, NAMESPACES, PODS, Kube, meta
 from tests.e2e.tls import TlsFiles
 
@@ -150,8 +151,9 @@ def shipped_configuration(kube: Kube, url: str, ca_bundle: str) -> JsonDict:
 
 
 def gpu_pod(name: str, limits: JsonDict, **spec: Any) -> JsonDict:
-    container = {"name": "main", "image": "ubuntu", "resources": {"limits": limits}}
-    return {"metadata": {"name": name}, "spec": {"containers": [container], **spec}}
+    return builders.pod(
+        name, containers=[builders.container(image="ubuntu", limits=limits)], **spec
+    )
 
 
 def resources(pod: JsonDict) -> JsonDict:

@@ -17,6 +17,7 @@ from migweaver.core.resources.api import (
     PLACEMENT_GATE,
 )
 from migweaver.core.resources.models import PlacementModel
+from tests import builders
 
 JsonDict = dict[str, Any]
 A100 = "NVIDIA A100-SXM4-80GB"
@@ -52,49 +53,38 @@ def layout(
     used = in_use or {}
     instances = []
     for profile, start, size in existing:
-        item: JsonDict = {
-            "profile": profile,
-            "placement": {"start": start, "size": size},
-            "uuid": mig_uuid(node, index, start),
-        }
+        item = builders.placed(profile, start, size, uuid=mig_uuid(node, index, start))
         if start in used:
             item["inUse"] = True
             if used[start] is not None:
                 item["pod"] = used[start]
         instances.append(item)
-    body: JsonDict = {
-        "apiVersion": "migweaver.io/v1alpha1",
-        "kind": "MigLayout",
-        "metadata": {
-            "name": f"{node}-gpu{index}",
-            "generation": generation,
-            "resourceVersion": rv,
-            "uid": f"uid-{node}-{index}",
-        },
-        "spec": {
-            "nodeName": node,
-            "gpuIndex": index,
-            "gpuUUID": gpu_uuid(node, index),
-            "policy": policy,
-            "migEnabled": mig,
-            "instances": [{"profile": p, "placement": {"start": s, "size": z}} for p, s, z in spec],
-        },
-    }
+    status = None
     if observed is not None:
-        body["status"] = {
+        status = {
             "observedGeneration": observed,
             "phase": "Ready",
             "gpu": {"model": model, "memoryMiB": 81920, "migCapable": True},
             "migMode": {"current": "Enabled" if mig else "Disabled"},
             "instances": instances,
         }
-    return body
+    meta = builders.metadata(
+        f"{node}-gpu{index}", uid=f"uid-{node}-{index}", rv=rv, generation=generation
+    )
+    return builders.layout(
+        node,
+        index,
+        uuid=gpu_uuid(node, index),
+        meta=meta,
+        policy=policy,
+        migEnabled=mig,
+        instances=[builders.placed(p, s, z) for p, s, z in spec],
+        status=status,
+    )
 
 
 def node(name: str, **labels: str) -> JsonDict:
-    return {
-        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, **labels}},
-    }
+    return builders.node(name, labels={"kubernetes.io/hostname": name, **labels})
 
 
 def nodeconfig(
@@ -207,9 +197,7 @@ def pod(
     namespace: str = "default",
     created: str = "2024-01-01T00:00:00Z",
 ) -> JsonDict:
-    limits: JsonDict = {"nvidia.com/gpu": gpu}
-    if mem is not None:
-        limits["nvidia.com/gpumem"] = mem
+    limits = builders.gpu_limits(gpu, mem)
     annotations: JsonDict = {}
     if mode is not None:
         annotations["nvidia.com/vgpu-mode"] = mode
@@ -218,26 +206,17 @@ def pod(
     if allocated is not None:
         annotations[ANNOTATION_ALLOCATION] = allocated.to_annotation()
         annotations[ANNOTATION_BIND_PHASE] = bind_phase or "success"
-    metadata: JsonDict = {
-        "name": name,
-        "namespace": namespace,
-        "uid": f"uid-{name}",
-        "resourceVersion": rv,
-        "creationTimestamp": created,
-        "annotations": annotations,
-    }
-    if deleting:
-        metadata["deletionTimestamp"] = "2024-01-01T01:00:00Z"
-    spec: JsonDict = {
-        "containers": [{"name": "main", "image": "pause", "resources": {"limits": limits}}]
-    }
     gates = [*([PLACEMENT_GATE] if gated else []), *extra_gates]
-    if gates:
-        spec["schedulingGates"] = [{"name": g} for g in gates]
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": metadata,
-        "spec": spec,
-        "status": {"phase": phase},
-    }
+    return builders.pod(
+        name,
+        namespace,
+        uid=f"uid-{name}",
+        rv=rv,
+        created=created,
+        annotations=annotations,
+        deleting="2024-01-01T01:00:00Z" if deleting else None,
+        containers=[builders.container(image="pause", limits=limits)],
+        gates=gates or None,
+        typed=True,
+        phase=phase,
+    )

@@ -13,6 +13,7 @@ from migweaver.core.planning.cluster_file import load_cluster
 from migweaver.core.planning.plan import Assignment, Device, Plan
 from migweaver.core.planning.snapshot import GpuState, InstanceState, Snapshot
 from migweaver.core.resources.requests import ContainerDemand, InvalidRequest, PodDemand, parse_pod
+from tests import builders
 
 SEED_CONFIG = """
 nvidia:
@@ -53,29 +54,16 @@ def pod(
     namespace: str = "default",
 ) -> PodDemand:
     """A parsed pod; one container from the keyword limits unless `containers` is given."""
-    limits: dict[str, Any] = {}
-    for key, value in (
-        ("nvidia.com/gpu", gpu),
-        ("nvidia.com/gpumem", mem),
-        ("nvidia.com/gpumem-percentage", pct),
-        ("nvidia.com/gpucores", cores),
-    ):
-        if value is not None:
-            limits[key] = value
     notes = dict(annotations or {})
     if mode is not None:
         notes["nvidia.com/vgpu-mode"] = mode
-    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "annotations": notes}
-    if created is not None:
-        metadata["creationTimestamp"] = created
-    spec: dict[str, Any] = {
-        "containers": list(containers)
-        if containers is not None
-        else [{"name": "main", "resources": {"limits": limits}}]
-    }
-    if priority is not None:
-        spec["priority"] = priority
-    demand = parse_pod({"metadata": metadata, "spec": spec})
+    if containers is None:
+        containers = [builders.container(limits=builders.gpu_limits(gpu, mem, pct, cores))]
+    extra = {} if priority is None else {"priority": priority}
+    body = builders.pod(
+        name, namespace, annotations=notes, created=created, containers=containers, **extra
+    )
+    demand = parse_pod(body)
     assert not isinstance(demand, InvalidRequest), demand
     return demand
 

@@ -26,6 +26,7 @@ from migweaver.core.resources.api import (
     ANNOTATION_BIND_PHASE,
     ANNOTATION_BIND_TIME,
 )
+from tests import builders
 
 NODE = "n1"
 GPU = "GPU-aaaa"
@@ -68,24 +69,17 @@ def pod(
     }
     if bind_time is not None:
         annotations[ANNOTATION_BIND_TIME] = bind_time
-    return {
-        "metadata": {
-            "name": name,
-            "namespace": "ns",
-            "uid": f"uid-{name}",
-            "annotations": annotations,
-            "creationTimestamp": created,
-            **extra_meta,
-        },
-        "spec": {
-            "nodeName": NODE,
-            "containers": [
-                {"name": c, "resources": {"limits": {"nvidia.com/gpu": str(n)}}}
-                for c, n in counts.items()
-            ],
-        },
-        "status": {"phase": "Pending"},
-    }
+    meta = builders.metadata(
+        name, "ns", uid=f"uid-{name}", annotations=annotations, created=created
+    )
+    return builders.pod(
+        meta={**meta, **extra_meta},
+        node_name=NODE,
+        containers=[
+            builders.container(c, limits=builders.gpu_limits(str(n))) for c, n in counts.items()
+        ],
+        phase="Pending",
+    )
 
 
 def gpu(*instances: tuple[str, int, int], mig_enabled: bool = True) -> dict[str, ObservedGpu]:

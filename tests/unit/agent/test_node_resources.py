@@ -9,6 +9,7 @@ import pytest
 
 from migweaver.core.agent.node_resources import node_capacity, status_patch
 from migweaver.core.resources.api import escape_pointer
+from tests import builders
 
 RESOURCES = {
     "nvidia.com/gpumem": "106496",
@@ -23,7 +24,7 @@ def node(capacity: dict[str, str] | None, allocatable: dict[str, str] | None) ->
         status["capacity"] = capacity
     if allocatable is not None:
         status["allocatable"] = allocatable
-    return {"metadata": {"name": "n1"}, "status": status}
+    return builders.node("n1", status=status)
 
 
 def apply(document: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from migweaver.core.operator.admission import Mutation, apply_operations, has_gate, mutate_pod
 from migweaver.core.resources.api import ANNOTATION_ALLOCATION, PLACEMENT_GATE, escape_pointer
 from migweaver.core.resources.requests import DEFAULTS, RequestDefaults, parse_pod
+from tests import builders
 
 GPU = "nvidia.com/gpu"
 MEM = "nvidia.com/gpumem"
@@ -25,12 +26,9 @@ OTHER_GATE = {"name": "example.com/quota"}
 def container(
     name: str = "main", limits: dict[str, Any] | None = None, requests: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    resources: dict[str, Any] = {}
-    if limits is not None:
-        resources["limits"] = limits
-    if requests is not None:
-        resources["requests"] = requests
-    return {"name": name, "image": "ubuntu", "resources": resources}
+    body = builders.container(name, image="ubuntu", limits=limits, requests=requests)
+    body.setdefault("resources", {})  # the webhook sees an empty `resources` too
+    return body
 
 
 def pod(
@@ -40,12 +38,9 @@ def pod(
     init: list[dict[str, Any]] | None = None,
     **spec: Any,
 ) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "p", "namespace": "ns", "annotations": annotations or {}},
-        "spec": {"containers": list(containers), **spec},
-    }
+    body = builders.pod(
+        "p", "ns", containers=containers, typed=True, annotations=annotations or {}, **spec
+    )
     if gates is not None:
         body["spec"]["schedulingGates"] = gates
     if init is not None:

@@ -11,6 +11,7 @@ import pytest
 from migweaver.core.mig.profiles import Placement
 from migweaver.core.operator.metric_rows import InstanceRow, MemoryTotal, metric_rows
 from migweaver.core.resources.models import MigLayout
+from tests import builders
 
 # The seed's example (HAMi's dynamic-MIG docs, "Monitor MIG Instance"): two A100-40GB GPUs
 # of node aio-node15, each split 3g.20gb x2; three of the four instances in use.
@@ -44,30 +45,13 @@ def layout(
     name: str | None = None,
 ) -> dict[str, Any]:
     """A MigLayout as the API returns it; `instances=None` means no status at all."""
-    doc: dict[str, Any] = {
-        "apiVersion": "migweaver.io/v1alpha1",
-        "kind": "MigLayout",
-        "metadata": {"name": name or f"{node}-gpu{index}"},
-        "spec": {
-            "nodeName": node,
-            "gpuIndex": index,
-            "gpuUUID": uuid,
-            "migEnabled": mig_enabled,
-            "instances": [
-                {"profile": i.profile, "placement": {"start": i.start, "size": i.size}}
-                for i in instances or []
-            ],
-        },
-    }
+    spec = [builders.placed(i.profile, i.start, i.size) for i in instances or []]
+    doc = builders.layout(node, index, uuid=uuid, name=name, migEnabled=mig_enabled, instances=spec)
     if instances is None:
         return doc
     status: dict[str, Any] = {"instances": []}
     for i in instances:
-        entry: dict[str, Any] = {
-            "profile": i.profile,
-            "placement": {"start": i.start, "size": i.size},
-            "inUse": i.in_use,
-        }
+        entry = builders.placed(i.profile, i.start, i.size, inUse=i.in_use)
         if i.pod is not None:
             entry["pod"] = i.pod
         if i.uuid is not None:

@@ -10,6 +10,7 @@ from typing import Any
 import kopf
 
 from migweaver.operator import nodes
+from tests import builders
 
 JsonDict = dict[str, Any]
 
@@ -26,13 +27,8 @@ class Counter:
 
 
 def node(heartbeat: str = "t0") -> JsonDict:
-    return {
-        "metadata": {"name": "node-a", "labels": {"zone": "a"}},
-        "spec": {},
-        "status": {
-            "conditions": [{"type": "Ready", "status": "True", "lastHeartbeatTime": heartbeat}]
-        },
-    }
+    ready = {"type": "Ready", "status": "True", "lastHeartbeatTime": heartbeat}
+    return builders.node(labels={"zone": "a"}, spec={}, status={"conditions": [ready]})
 
 
 def test_node_changes_that_matter_ask_for_a_round() -> None:

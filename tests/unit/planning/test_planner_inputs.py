@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from migweaver.core.mig.catalog import get_model
@@ -11,6 +13,7 @@ from migweaver.core.planning.cluster_file import InputError, load_cluster, load_
 from migweaver.core.planning.snapshot import Share, fake_gpu_uuid, snapshot_from_layouts
 from migweaver.core.resources.api import parse_timestamp
 from migweaver.core.resources.models import MigLayout
+from tests import builders
 
 
 def test_gpu_entries_expand_with_counts_and_indices() -> None:
@@ -128,12 +131,11 @@ spec: {containers: [{name: c}]}
 
 
 def layout(spec: dict[str, object], status: dict[str, object] | None = None) -> MigLayout:
-    body: dict[str, object] = {
-        "metadata": {"name": "x"},
-        "spec": {"nodeName": "node-a", "gpuIndex": 0, "gpuUUID": "GPU-a", **spec},
-    }
-    if status is not None:
-        body["status"] = status
+    fields: dict[str, Any] = dict(spec)
+    instances = fields.pop("instances", None)
+    body = builders.layout(
+        "node-a", 0, uuid="GPU-a", name="x", instances=instances, status=status, **fields
+    )
     return MigLayout.from_api(body)
 
 

@@ -15,6 +15,7 @@ from migweaver.core.planning.planner import plan
 from migweaver.core.planning.snapshot import Snapshot
 from migweaver.core.resources.node_fit import node_refusal
 from migweaver.core.resources.requests import InvalidRequest, PodDemand, parse_pod
+from tests import builders
 from tests.unit.planner_helpers import check_plan, cluster
 
 A100 = "A100-SXM4-80GB"
@@ -30,27 +31,15 @@ def gpu_pod(
     tolerations: list[dict[str, Any]] | None = None,
     created: str | None = None,
 ) -> PodDemand:
-    spec: dict[str, Any] = {
-        "containers": [
-            {
-                "name": "main",
-                "resources": {"limits": {"nvidia.com/gpu": gpu, "nvidia.com/gpumem": mem}},
-            }
-        ]
-    }
+    spec: dict[str, Any] = {}
     if selector is not None:
         spec["nodeSelector"] = selector
     if affinity is not None:
-        required = {"nodeSelectorTerms": [{"matchExpressions": affinity}]}
-        spec["affinity"] = {
-            "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}
-        }
+        spec["affinity"] = builders.required_node_affinity(affinity)
     if tolerations is not None:
         spec["tolerations"] = tolerations
-    metadata: dict[str, Any] = {"name": name, "namespace": "default"}
-    if created is not None:
-        metadata["creationTimestamp"] = created
-    demand = parse_pod({"metadata": metadata, "spec": spec})
+    body = builders.gpu_pod(name, "default", gpu=gpu, mem=mem, created=created, **spec)
+    demand = parse_pod(body)
     assert not isinstance(demand, InvalidRequest), demand
     return demand
 

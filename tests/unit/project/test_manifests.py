@@ -37,6 +37,7 @@ from migweaver.core.resources.allocation import BIND_FAILED, BIND_SUCCESS, bind_
 from migweaver.core.resources.api import ANNOTATION_ALLOCATION, ANNOTATION_BIND_PHASE
 from migweaver.core.resources.crds import crd_filename, render_crds
 from migweaver.operator.main import peering_body
+from tests import builders
 
 ROOT = Path(__file__).resolve().parents[3]
 MANIFESTS = ROOT / "manifests"
@@ -852,20 +853,15 @@ def policy() -> Policy:
 
 
 def pod(node: str | None = "gpu-1", **annotations: str) -> JsonDict:
-    spec: JsonDict = {"containers": [{"name": "main", "image": "cuda"}]}
-    if node is not None:
-        spec["nodeName"] = node
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": "train",
-            "namespace": "team-a",
-            "labels": {"app": "train"},
-            "annotations": {"team": "a", ANNOTATION_ALLOCATION: "{}", **annotations},
-        },
-        "spec": spec,
-    }
+    return builders.pod(
+        "train",
+        "team-a",
+        typed=True,
+        labels={"app": "train"},
+        annotations={"team": "a", ANNOTATION_ALLOCATION: "{}", **annotations},
+        containers=[builders.container(image="cuda")],
+        node_name=node,
+    )
 
 
 def request(

@@ -27,6 +27,7 @@ from migweaver.core.resources.api import (
     ANNOTATION_BIND_PHASE,
 )
 from migweaver.core.resources.models import PlacementModel
+from tests import builders
 
 MIG = {
     "gpuUUID": "GPU-1",
@@ -59,8 +60,9 @@ def pod(
         )
     if bind is not None:
         annotations[ANNOTATION_BIND_PHASE] = bind
+    # No spec: the allocation is read from the annotations alone.
     return {
-        "metadata": {"name": name, "namespace": "ns", "uid": name, "annotations": annotations},
+        "metadata": builders.metadata(name, "ns", uid=name, annotations=annotations),
         "status": {"phase": phase} if phase else {},
     }
 

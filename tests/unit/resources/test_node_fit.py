@@ -20,6 +20,7 @@ from migweaver.core.resources.node_fit import (
     node_refusal,
     pod_constraints,
 )
+from tests import builders
 
 JsonDict = dict[str, Any]
 
@@ -43,9 +44,7 @@ def node(
             {"type": "MemoryPressure", "status": "False"},
             {"type": "Ready", "status": ready},
         ]
-    return node_facts(
-        {"metadata": {"name": name, "labels": labels or {}}, "spec": spec, "status": status}
-    )
+    return node_facts(builders.node(name, labels=labels or {}, spec=spec, status=status))
 
 
 def pod(
@@ -54,7 +53,7 @@ def pod(
     terms: Any = None,
     tolerations: list[JsonDict] | None = None,
 ) -> JsonDict:
-    spec: JsonDict = {"containers": [{"name": "main"}]}
+    spec: JsonDict = {}
     if selector is not None:
         spec["nodeSelector"] = selector
     if terms is not None:
@@ -63,7 +62,7 @@ def pod(
         }
     if tolerations is not None:
         spec["tolerations"] = tolerations
-    return {"metadata": {"name": "p", "namespace": "default"}, "spec": spec}
+    return builders.pod("p", "default", **spec)
 
 
 def refusal(pod_body: JsonDict, facts: NodeFacts) -> str | None:

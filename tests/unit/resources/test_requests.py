@@ -19,6 +19,7 @@ from migweaver.core.resources.requests import (
     parse_quantity,
     wants_gpu,
 )
+from tests import builders
 
 GPU = "nvidia.com/gpu"
 MEM = "nvidia.com/gpumem"
@@ -33,12 +34,9 @@ def container(
     limits: dict[str, Any] | None = None,
     requests: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    resources: dict[str, Any] = {}
-    if limits is not None:
-        resources["limits"] = limits
-    if requests is not None:
-        resources["requests"] = requests
-    return {"name": name, "image": "ubuntu:22.04", "resources": resources}
+    body = builders.container(name, image="ubuntu:22.04", limits=limits, requests=requests)
+    body.setdefault("resources", {})
+    return body
 
 
 def pod(
@@ -46,20 +44,16 @@ def pod(
     annotations: dict[str, Any] | None = None,
     **spec: Any,
 ) -> dict[str, Any]:
-    metadata: dict[str, Any] = {
-        "name": "gpu-pod",
-        "namespace": "team-a",
-        "uid": "0b5c9a52-3f0e-4d56-9d1a-4c7a1c1d2e3f",
-        "creationTimestamp": "2025-01-02T03:04:05Z",
-    }
-    if annotations is not None:
-        metadata["annotations"] = annotations
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": metadata,
-        "spec": {"containers": list(containers), **spec},
-    }
+    return builders.pod(
+        "gpu-pod",
+        "team-a",
+        uid="0b5c9a52-3f0e-4d56-9d1a-4c7a1c1d2e3f",
+        created="2025-01-02T03:04:05Z",
+        annotations=annotations,
+        containers=containers,
+        typed=True,
+        **spec,
+    )
 
 
 def demand_of(manifest: Any, defaults: RequestDefaults | None = None) -> PodDemand:
