@@ -310,7 +310,7 @@ async def test_a_failed_layout_makes_its_devices_unhealthy(plugin_dir: Path) -> 
 # -------------------------------------------------------------------------- allocate
 
 
-@pytest.mark.parametrize("cdi", [False, True])
+@pytest.mark.parametrize("cdi", [False, True], ids=["env-only", "with-cdi-names"])
 async def test_the_seed_pod_gets_two_mig_instances_of_at_least_8000_mib(
     plugin_dir: Path, cdi: bool
 ) -> None:

@@ -63,6 +63,7 @@ def test_it_is_a_gpu_backend() -> None:
         (" A100-SXM4-80GB : 1 , A30-24GB:2 ", [A100, A30, A30]),
         ("nvidia a100-sxm4-80gb:1", [A100]),  # catalog spellings are accepted
     ],
+    ids=["three-gpus-two-models", "one-a30", "spaces-around-names", "catalog-spelling"],
 )
 def test_from_spec_builds_the_listed_gpus_in_order(spec: str, models: list[str]) -> None:
     backend = FakeBackend.from_spec(spec)
@@ -77,6 +78,7 @@ def test_from_spec_builds_the_listed_gpus_in_order(spec: str, models: list[str])
         ("A100-SXM4-80GB:0", "at least 1"),
         ("", "no GPUs"),
     ],
+    ids=["unknown-model", "bad-count", "zero-count", "empty"],
 )
 def test_from_spec_rejects_bad_specs_with_a_useful_message(spec: str, fragment: str) -> None:
     with pytest.raises(ValueError, match=re.escape(fragment)) as excinfo:
@@ -246,6 +248,7 @@ def test_a_profile_count_limit_is_insufficient_resources() -> None:
         ["7g.80gb@0"],
         ["1g.10gb+me@3", "3g.40gb@4", "2g.20gb@0"],
     ],
+    ids=["3g-2g-1g-1g", "4g-3g", "1g-double-x4", "7g", "1g-me-3g-2g"],
 )
 def test_valid_layouts_can_be_created_in_any_order(layout: list[str]) -> None:
     for ordering in (layout, list(reversed(layout))):

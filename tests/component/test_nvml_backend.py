@@ -84,6 +84,7 @@ def test_context_manager_initializes_and_shuts_down_nvml(stub: PynvmlStub) -> No
         (12, NvmlError.LIBRARY_NOT_FOUND, "libnvidia-ml.so.1 not found"),
         (9, NvmlError.DRIVER_NOT_LOADED, "kernel driver is not loaded"),
     ],
+    ids=["no-library", "no-driver"],
 )
 def test_open_without_library_or_driver_explains_itself(
     stub: PynvmlStub, code: int, error: NvmlError, hint: str
@@ -168,7 +169,9 @@ def test_set_mig_mode_on_a_gpu_without_mig_is_not_supported(backend: NvmlBackend
 # -- profiles ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("gpu", "model"), [(A100, "A100-SXM4-80GB"), (H100, "H100-SXM5-80GB")])
+@pytest.mark.parametrize(
+    ("gpu", "model"), [(A100, "A100-SXM4-80GB"), (H100, "H100-SXM5-80GB")], ids=["a100", "h100"]
+)
 def test_list_profiles_returns_what_nvml_reports(
     backend: NvmlBackend, gpu: int, model: str
 ) -> None:
@@ -307,6 +310,7 @@ def test_list_profiles_answers_with_mig_disabled() -> None:
         (ID_7G, 4, Placement(0, 8)),  # index 4 is no id at all
         (ID_3G, 2, Placement(4, 4)),
     ],
+    ids=["1g-double-at-2", "7g-at-0", "3g-at-4"],
 )
 def test_create_gpu_instance_passes_the_profile_id_and_the_placement_by_reference(
     stub: PynvmlStub, backend: NvmlBackend, profile_id: int, index: int, placement: Placement
@@ -368,6 +372,7 @@ def test_create_gpu_instance_with_mig_disabled_is_not_supported() -> None:
         (ID_4G, Placement(0, 4), 3),
         (ID_7G, Placement(0, 8), 4),
     ],
+    ids=["1g", "1g-double", "2g", "3g", "4g", "7g"],
 )
 def test_create_compute_instance_creates_the_ci_spanning_the_whole_gi(
     stub: PynvmlStub,
@@ -544,6 +549,24 @@ def test_list_processes_without_mig_has_no_instance_ids(
         (5, NvmlError.UNKNOWN),  # ALREADY_INITIALIZED
         (13, NvmlError.FUNCTION_NOT_FOUND),
         (999, NvmlError.UNKNOWN),
+    ],
+    ids=[
+        "uninitialized",
+        "invalid-argument",
+        "not-supported",
+        "no-permission",
+        "not-found",
+        "insufficient-size",
+        "driver-not-loaded",
+        "timeout",
+        "library-not-found",
+        "gpu-is-lost",
+        "reset-required",
+        "in-use",
+        "insufficient-resources",
+        "already-initialized-is-unknown",
+        "function-not-found-is-unknown",
+        "unlisted-code-is-unknown",
     ],
 )
 def test_every_nvml_error_code_maps_to_its_nvml_error(

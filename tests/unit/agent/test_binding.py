@@ -208,6 +208,13 @@ def test_no_match_lists_what_waits() -> None:
             "lists 1 devices, the container asks 2",
         ),
     ],
+    ids=[
+        "allocation-not-json",
+        "allocation-missing",
+        "allocation-for-another-node",
+        "container-renamed",
+        "more-devices-asked-than-listed",
+    ],
 )
 def test_a_matched_pod_with_an_unusable_allocation_is_that_pods_error(
     mutate: Any, expected: str
@@ -274,6 +281,15 @@ def test_decide_grants_existing_free_instances() -> None:
             "mixes mig and hami-core",
         ),
         ([share(GPU)], GPUS, BindErrorCode.FAILED_PRECONDITION, "in MIG mode, not hami-core"),
+    ],
+    ids=[
+        "instance-gone",
+        "uuid-now-elsewhere",
+        "gpu-not-in-mig-mode",
+        "gpu-not-managed",
+        "device-listed-twice",
+        "mig-mixed-with-hami-core",
+        "share-on-a-mig-gpu",
     ],
 )
 def test_devices_that_are_not_as_allocated_are_refused(

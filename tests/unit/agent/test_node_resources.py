@@ -106,8 +106,18 @@ def test_a_missing_section_is_added_whole() -> None:
         node({"nvidia.com/gpumem": "5", "nvidia.com/gpucores": "100"}, None),
         node(None, None),
     ],
+    ids=[
+        "other-resources-only",
+        "gpu-capacity-no-allocatable",
+        "stale-gpu-resources",
+        "no-capacity-or-allocatable",
+    ],
 )
-@pytest.mark.parametrize("desired", [RESOURCES, {}, node_capacity([40960])])
+@pytest.mark.parametrize(
+    "desired",
+    [RESOURCES, {}, node_capacity([40960])],
+    ids=["desired-resources", "desired-nothing", "desired-one-40gb-gpu"],
+)
 def test_applying_the_patch_converges_in_one_step(
     start: dict[str, Any], desired: dict[str, str]
 ) -> None:

@@ -287,6 +287,7 @@ def test_has_gate() -> None:
 @pytest.mark.parametrize(
     ("token", "escaped"),
     [("nvidia.com/gpu", "nvidia.com~1gpu"), ("a~b", "a~0b"), ("~/", "~0~1"), ("plain", "plain")],
+    ids=["slash", "tilde", "tilde-and-slash", "plain"],
 )
 def test_escape_pointer(token: str, escaped: str) -> None:
     assert escape_pointer(token) == escaped

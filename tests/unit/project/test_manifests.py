@@ -119,7 +119,9 @@ def test_every_document_is_an_object(path: Path) -> None:
         assert name, f"{doc['kind']} with an empty metadata.name"
 
 
-@pytest.mark.parametrize("directory", KUSTOMIZATIONS + COMPONENTS, ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "directory", KUSTOMIZATIONS + COMPONENTS, ids=lambda p: str(p.relative_to(ROOT))
+)
 def test_kustomizations_list_files_that_exist(directory: Path) -> None:
     spec = kustomization(directory)
     for entry in [*spec.get("resources", []), *spec.get("components", [])]:
@@ -592,12 +594,17 @@ OPERATOR_NEVER = [
 ]
 
 
-@pytest.mark.parametrize(("group", "resource", "verb"), AGENT_NEEDS)
+def rule_ids(rules: Any) -> list[str]:
+    """`get nodes`, `patch kopf.dev/clusterkopfpeerings/migweaver`: one id per RBAC case."""
+    return [f"{r[2]} {'/'.join(x for x in (r[0], r[1], *r[3:]) if x)}" for r in rules]
+
+
+@pytest.mark.parametrize(("group", "resource", "verb"), AGENT_NEEDS, ids=rule_ids(AGENT_NEEDS))
 def test_agent_may(group: str, resource: str, verb: str) -> None:
     assert allows(rules("ClusterRole", "migweaver-agent"), group, resource, verb)
 
 
-@pytest.mark.parametrize(("group", "resource", "verb"), AGENT_NEVER)
+@pytest.mark.parametrize(("group", "resource", "verb"), AGENT_NEVER, ids=rule_ids(AGENT_NEVER))
 def test_agent_may_not(group: str, resource: str, verb: str) -> None:
     assert not allows(rules("ClusterRole", "migweaver-agent"), group, resource, verb)
 
@@ -612,26 +619,36 @@ def test_agent_pod_verbs_are_exactly_read_and_patch() -> None:
     assert verbs == {"get", "list", "watch", "patch"}
 
 
-@pytest.mark.parametrize(("group", "resource", "verb"), OPERATOR_NEEDS)
+@pytest.mark.parametrize(
+    ("group", "resource", "verb"), OPERATOR_NEEDS, ids=rule_ids(OPERATOR_NEEDS)
+)
 def test_operator_may(group: str, resource: str, verb: str) -> None:
     assert allows(rules("ClusterRole", "migweaver-operator"), group, resource, verb)
 
 
-@pytest.mark.parametrize(("group", "resource", "verb", "name"), OPERATOR_NEEDS_NAMED)
+@pytest.mark.parametrize(
+    ("group", "resource", "verb", "name"), OPERATOR_NEEDS_NAMED, ids=rule_ids(OPERATOR_NEEDS_NAMED)
+)
 def test_operator_may_on_its_own_object(group: str, resource: str, verb: str, name: str) -> None:
     granted = rules("ClusterRole", "migweaver-operator")
     assert allows(granted, group, resource, verb, name)
     assert not allows(granted, group, resource, verb, "another")
 
 
-@pytest.mark.parametrize(("group", "resource", "verb"), OPERATOR_NEEDS_IN_NAMESPACE)
+@pytest.mark.parametrize(
+    ("group", "resource", "verb"),
+    OPERATOR_NEEDS_IN_NAMESPACE,
+    ids=rule_ids(OPERATOR_NEEDS_IN_NAMESPACE),
+)
 def test_operator_may_in_its_namespace(group: str, resource: str, verb: str) -> None:
     role = find("Role", "migweaver-operator")
     assert role["metadata"]["namespace"] == NAMESPACE
     assert allows(role["rules"], group, resource, verb)
 
 
-@pytest.mark.parametrize(("group", "resource", "verb"), OPERATOR_NEVER)
+@pytest.mark.parametrize(
+    ("group", "resource", "verb"), OPERATOR_NEVER, ids=rule_ids(OPERATOR_NEVER)
+)
 def test_operator_may_not(group: str, resource: str, verb: str) -> None:
     assert not allows(rules("ClusterRole", "migweaver-operator"), group, resource, verb)
     assert not allows(rules("Role", "migweaver-operator"), group, resource, verb)
@@ -660,6 +677,7 @@ def test_no_wildcards_and_no_secrets() -> None:
         ("RoleBinding", "Role", "migweaver-operator", "migweaver-operator"),
         ("ClusterRoleBinding", "ClusterRole", "migweaver-agent", "migweaver-agent"),
     ],
+    ids=["operator-cluster-role", "operator-namespace-role", "agent-cluster-role"],
 )
 def test_bindings(binding_kind: str, role_kind: str, name: str, account: str) -> None:
     binding = find(binding_kind, name)
@@ -757,6 +775,10 @@ def test_webhooks_gate_new_pods_only() -> None:
             ("gate-gpu-pods-required.migweaver.io", "Fail")
         ]),
         ("kube-system", {"migweaver.io/webhook": "required"}, []),
+    ],
+    ids=[
+        "plain-namespace", "other-labels", "kube-system-exempt", "own-namespace-exempt",
+        "disabled-by-label", "required-by-label", "kube-system-even-if-required",
     ],
 )  # fmt: skip
 def test_which_webhook_a_namespace_gets(
@@ -927,6 +949,15 @@ def test_policy_allows_a_pod_without_annotations() -> None:
         (lambda p: p["metadata"].update(finalizers=["x/y"]), "only the migweaver.io/bind-*"),
         (lambda p: p["spec"].update(priority=7), "only the migweaver.io/bind-*"),
     ],
+    ids=[
+        "label-added",
+        "labels-cleared",
+        "other-annotation-added",
+        "other-annotation-removed",
+        "allocation-rewritten",
+        "finalizer-added",
+        "spec-changed",
+    ],
 )
 def test_policy_refuses_other_pod_changes(change: Any, message: str) -> None:
     old = pod()
@@ -968,6 +999,15 @@ def test_policy_refuses_credentials_without_a_node() -> None:
         ("UPDATE", "nodes", ""),
         ("DELETE", "nodes", ""),
     ],
+    ids=[
+        "delete-pod",
+        "create-pod",
+        "evict-pod",
+        "update-pod-status",
+        "exec-into-pod",
+        "update-node",
+        "delete-node",
+    ],
 )
 def test_policy_refuses_everything_else(operation: str, resource: str, sub: str) -> None:
     obj = pod() if resource == "pods" else {"metadata": {"name": "gpu-1"}}
@@ -1000,6 +1040,7 @@ def test_policy_allows_only_its_own_node_status() -> None:
         "kubernetes-admin",
         f"system:serviceaccount:{NAMESPACE}:migweaver-agent-x",
     ],
+    ids=["operator", "node-kubelet", "cluster-admin", "other-account-with-agent-prefix"],
 )
 def test_policy_leaves_everyone_else_alone(user: str) -> None:
     old = pod(node="gpu-9")

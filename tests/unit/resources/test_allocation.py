@@ -132,6 +132,22 @@ def test_unknown_fields_are_ignored_for_version_skew() -> None:
             "listed more than once",
         ),
     ],
+    ids=[
+        "missing",
+        "not-a-string",
+        "not-json",
+        "not-an-object",
+        "no-node",
+        "gpu-index-as-string",
+        "unknown-mode",
+        "mig-without-uuid",
+        "share-with-mig-uuid",
+        "cores-above-100",
+        "negative-memory",
+        "zero-size-placement",
+        "no-devices",
+        "container-listed-twice",
+    ],
 )
 def test_bad_annotations_are_typed_errors_naming_the_field(
     text: object, field: str, reason: str
@@ -180,6 +196,19 @@ def test_deep_nesting_is_an_error_not_a_crash() -> None:
         ("9" * 30, None),
         ("²", None),
         ("١٢", None),
+    ],
+    ids=[
+        "unix-seconds",
+        "spaces-around",
+        "int-value",
+        "empty",
+        "fraction",
+        "negative",
+        "boolean",
+        "absent",
+        "too-many-digits",
+        "superscript-digit",
+        "arabic-indic-digits",
     ],
 )
 def test_bind_time(value: object, expected: int | None) -> None:

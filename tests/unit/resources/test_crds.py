@@ -331,7 +331,9 @@ def test_defaults_satisfy_their_schema(kind: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("kind", "make_doc"), [("MigLayout", miglayout_doc), ("NodeConfig", nodeconfig_doc)]
+    ("kind", "make_doc"),
+    [("MigLayout", miglayout_doc), ("NodeConfig", nodeconfig_doc)],
+    ids=["miglayout", "nodeconfig"],
 )
 def test_design_examples_satisfy_the_crd(kind: str, make_doc: Any) -> None:
     doc = make_doc()
@@ -348,6 +350,14 @@ def test_design_examples_satisfy_the_crd(kind: str, make_doc: Any) -> None:
         (lambda d: d["spec"].pop("gpuUUID"), "missing gpuUUID"),
         (lambda d: d["status"].update(phase="Done"), "not in"),
         (lambda d: d["spec"].update(gpuUuid="x"), "unknown field gpuUuid"),
+    ],
+    ids=[
+        "zero-size-placement",
+        "negative-gpu-index",
+        "unknown-policy",
+        "no-gpu-uuid",
+        "unknown-phase",
+        "misspelt-field",
     ],
 )
 def test_crd_refuses_what_the_models_refuse(change: Any, error: str) -> None:
@@ -393,6 +403,7 @@ class _Exclusive(BaseModel):
         (_Union, "union"),
         (_Set, "uniqueItems"),
     ],
+    ids=["free-form", "union", "set"],
 )
 def test_unsupported_schemas_raise(model: type[BaseModel], message: str) -> None:
     with pytest.raises(SchemaError, match=message):

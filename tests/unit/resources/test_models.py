@@ -142,7 +142,9 @@ def test_constants() -> None:
 
 
 @pytest.mark.parametrize(
-    ("model", "make_doc"), [(MigLayout, miglayout_doc), (NodeConfig, nodeconfig_doc)]
+    ("model", "make_doc"),
+    [(MigLayout, miglayout_doc), (NodeConfig, nodeconfig_doc)],
+    ids=["miglayout", "nodeconfig"],
 )
 def test_design_examples_round_trip(model: type[MigLayout | NodeConfig], make_doc: Any) -> None:
     doc = make_doc()
@@ -369,6 +371,21 @@ def test_nodeconfig_defaults() -> None:
             False,
         ),
     ],
+    ids=[
+        "empty-selector-matches-all",
+        "match-labels-match",
+        "match-labels-other-value",
+        "match-labels-absent",
+        "in-matches",
+        "in-absent-label",
+        "not-in-absent-label",
+        "not-in-excluded",
+        "exists",
+        "exists-absent",
+        "does-not-exist",
+        "does-not-exist-present",
+        "labels-and-expressions-both-needed",
+    ],
 )
 def test_label_selector_matches(
     selector: dict[str, Any], labels: dict[str, str], expected: bool
@@ -478,6 +495,7 @@ LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
         ("-odd-.-name-", 0, "odd.name-gpu0"),
         ("", 0, "node-gpu0"),
     ],
+    ids=["plain", "upper-case", "dotted-hostname", "underscore", "odd-dashes", "empty-node"],
 )
 def test_layout_name(node: str, index: int, expected: str) -> None:
     assert layout_name(node, index) == expected
