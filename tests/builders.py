@@ -31,6 +31,11 @@ __all__ = [
 JsonDict = dict[str, Any]
 
 
+def _given(*fields: tuple[str, Any]) -> JsonDict:
+    """The fields whose value is not None, in order."""
+    return {key: value for key, value in fields if value is not None}
+
+
 def metadata(
     name: str,
     namespace: str | None = None,
@@ -44,41 +49,31 @@ def metadata(
     annotations: Any = None,
     finalizers: Sequence[str] | None = None,
 ) -> JsonDict:
-    """An object's `metadata` with the given fields only."""
-    meta: JsonDict = {"name": name}
-    for key, value in (
+    """An object's `metadata` with the given fields only. Labels and annotations are
+    kept as given, not copied: a test of malformed input may pass a list or a string."""
+    return _given(
+        ("name", name),
         ("namespace", namespace),
         ("uid", uid),
         ("resourceVersion", rv),
         ("generation", generation),
         ("creationTimestamp", created),
         ("deletionTimestamp", deleting),
-    ):
-        if value is not None:
-            meta[key] = value
-    # As given, not copied: a test of malformed input may pass a list or a string.
-    if labels is not None:
-        meta["labels"] = labels
-    if annotations is not None:
-        meta["annotations"] = annotations
-    if finalizers is not None:
-        meta["finalizers"] = list(finalizers)
-    return meta
+        ("labels", labels),
+        ("annotations", annotations),
+        ("finalizers", None if finalizers is None else list(finalizers)),
+    )
 
 
 def gpu_limits(gpu: Any = None, mem: Any = None, pct: Any = None, cores: Any = None) -> JsonDict:
     """HAMi's resources (`nvidia.com/gpu`, `gpumem`, `gpumem-percentage`, `gpucores`);
     the ones left at None are absent. Values are written as given (ints or quantities)."""
-    limits: JsonDict = {}
-    for key, value in (
+    return _given(
         ("nvidia.com/gpu", gpu),
         ("nvidia.com/gpumem", mem),
         ("nvidia.com/gpumem-percentage", pct),
         ("nvidia.com/gpucores", cores),
-    ):
-        if value is not None:
-            limits[key] = value
-    return limits
+    )
 
 
 def container(
