@@ -17,6 +17,7 @@ from migweaver.agent.backends.fake import FakeBackend
 from migweaver.agent.cdi import SPEC_FILE, CdiSpecWriter, cdi_gpus
 from migweaver.agent.node_agent import NodeAgent
 from migweaver.core.agent.cdi import CdiGpu, CdiInstance, cdi_spec, parse_mig_minors
+from tests import builders
 from tests.component.memory_api import MemoryEvents, MemoryNodes, MemoryObjects
 
 NODE = "n1"
@@ -103,10 +104,7 @@ def layout(*instances: tuple[str, int, int]) -> dict[str, Any]:
     return {
         "spec": {
             "migEnabled": True,
-            "instances": [
-                {"profile": p, "placement": {"start": start, "size": size}}
-                for p, start, size in instances
-            ],
+            "instances": [builders.placed(p, start, size) for p, start, size in instances],
         }
     }
 
