@@ -221,7 +221,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         # in a hot loop.
         print("error: --resync must be at least 1 (seconds)", file=sys.stderr)
         return 2
-    logs.configure(args.log_level)
+    logs.configure(args.log_level, args.log_format)
     where = {"plugin_dir": args.device_plugin_dir} if args.device_plugin_dir else {}
     options = AgentOptions(
         **where,
@@ -233,6 +233,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
         resync_s=args.resync,
         probe_address=args.probe_address,
         probe_port=args.probe_port,
+        metrics_address=args.metrics_address,
+        metrics_port=args.metrics_port,
         device_plugin=args.device_plugin,
         cdi_dir=args.cdi,
         device_split_count=args.device_split_count,
@@ -319,6 +321,12 @@ def _add_agent_parser(sub: Any) -> None:
     p.add_argument("--probe-address", default="0.0.0.0", help="address of /healthz, /readyz")
     p.add_argument("--probe-port", type=int, default=8081, help="port of /healthz, /readyz")
     p.add_argument(
+        "--metrics-address",
+        default="0.0.0.0",
+        help="address of the agent's /metrics (127.0.0.1: only on the node itself)",
+    )
+    p.add_argument("--metrics-port", type=int, default=9394, help="port of the agent's /metrics")
+    p.add_argument(
         "--no-device-plugin",
         dest="device_plugin",
         action="store_false",
@@ -354,6 +362,12 @@ def _add_agent_parser(sub: Any) -> None:
         help="a libvgpu.so to install into --hami-core-dir at start (e.g. from the image)",
     )
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    p.add_argument(
+        "--log-format",
+        choices=("json", "console"),
+        default=None,
+        help="json (default when stderr is not a terminal, as in a pod) or console",
+    )
     p.set_defaults(func=cmd_agent)
 
 
@@ -535,6 +549,12 @@ def _add_operator_parser(sub: Any) -> None:
         "--standalone", action="store_true", help="run without peering (a single replica)"
     )
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    p.add_argument(
+        "--log-format",
+        choices=("json", "console"),
+        default=None,
+        help="json (default when stderr is not a terminal, as in a pod) or console",
+    )
     p.set_defaults(func=cmd_operator)
 
 
@@ -556,7 +576,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    logs.configure(args.log_level)
+    logs.configure(args.log_level, args.log_format)
     options = OperatorOptions(
         kubeconfig=args.kubeconfig,
         namespace=args.namespace,

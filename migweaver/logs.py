@@ -1,23 +1,63 @@
 """Logging for the long-running commands: structlog, JSON in a cluster, console on a TTY.
 
-Standard-library loggers (kopf, aiohttp, our own `logging.getLogger`) go through the same
-renderer, so one process writes one format.
+Every log call names what it is about in fields (`node`, `gpu`, `pod`, `layout`,
+`profile`, ...) next to a short message, so a line can be selected with `jq` on the JSON
+output (`jq 'select(.node == "gpu-1" and .gpu == 0)'`) and still reads as a sentence on
+a console. Standard-library loggers (kopf, aiohttp) go through the same renderer, so one
+process writes one format; kopf's per-handler success lines are DEBUG, not INFO.
+
+`Repeated` logs a failure that a loop retries every second once, then with a backoff and
+a count (the decision is `migweaver.core.repeats.Repeats`).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
+import time
+from collections.abc import Callable
+from typing import Any, Final, Literal
 
 import structlog
 
+from migweaver.core.repeats import Repeats
 
-def configure(level: str = "INFO", json: bool | None = None) -> None:
+__all__ = ["LOG_FORMATS", "KopfSuccessToDebug", "Repeated", "configure", "get_logger"]
+
+LogFormat = Literal["json", "console"]
+LOG_FORMATS: Final[tuple[LogFormat, ...]] = ("json", "console")
+
+# kopf says "Handler 'x' succeeded." and "Creation is processed: 1 succeeded; 0 failed."
+# at INFO for every handler call: one line per pod event on a busy cluster.
+_KOPF_ROUTINE: Final = re.compile(r"^Handler '.*' succeeded\.$|^\w+ is processed: ")
+
+
+class KopfSuccessToDebug(logging.Filter):
+    """Lowers kopf's routine success lines to DEBUG, and drops them below `level`."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        routine = record.name.startswith("kopf") and record.levelno == logging.INFO
+        if routine and _KOPF_ROUTINE.search(record.getMessage()):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return record.levelno >= self.level
+
+
+def get_logger(name: str) -> Any:
+    """A structlog logger: `log.info("message", node=..., gpu=...)`."""
+    return structlog.stdlib.get_logger(name)
+
+
+def configure(level: str = "INFO", fmt: LogFormat | None = None) -> None:
     """Set up structlog and the standard logging module once for the process.
 
-    `json=None` picks JSON unless stderr is a terminal (a container's log is not).
+    `fmt=None` picks JSON unless stderr is a terminal (a container's log is not).
     """
-    use_json = (not sys.stderr.isatty()) if json is None else json
+    use_json = (not sys.stderr.isatty()) if fmt is None else fmt == "json"
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()
         if use_json
@@ -27,21 +67,56 @@ def configure(level: str = "INFO", json: bool | None = None) -> None:
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
+        structlog.stdlib.ExtraAdder(),
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            structlog.processors.format_exc_info,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
+    threshold = logging.getLevelName(level.upper())
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared,
+            foreign_pre_chain=[*shared, structlog.processors.format_exc_info],
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         )
     )
+    handler.addFilter(KopfSuccessToDebug(threshold))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(threshold)
+
+
+class Repeated:
+    """Logs repeated failures once, then with backoff and a `count` field (see module doc)."""
+
+    def __init__(
+        self,
+        log: Any,
+        *,
+        interval: float = 10.0,
+        max_interval: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = log
+        self._repeats = Repeats(interval, max_interval)
+        self._clock = clock
+
+    def warning(self, key: str, message: str, **fields: Any) -> None:
+        """Log `message` (with `fields`) unless the same one under `key` was said lately."""
+        count = self._repeats.occurred(key, message, self._clock())
+        if count is not None:
+            self._log.warning(message, **fields, **({"count": count} if count > 1 else {}))
+
+    def clear(self, key: str | None = None) -> None:
+        """The failure under `key` is over (every key when None)."""
+        self._repeats.clear(key)

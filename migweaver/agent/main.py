@@ -7,9 +7,9 @@ plugin and the node's extended resources (`run_node` starts them in a safe order
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import cast
 
 from aiohttp import web
 
@@ -22,6 +22,8 @@ from migweaver.agent.deviceplugin.devices import DEFAULT_SPLIT_COUNT
 from migweaver.agent.deviceplugin.gpus import AgentGpus
 from migweaver.agent.deviceplugin.hami_core import HamiCoreHost
 from migweaver.agent.deviceplugin.server import DEFAULT_PLUGIN_DIR, DevicePluginServer
+from migweaver.agent.metrics import DEFAULT_PORT as METRICS_PORT
+from migweaver.agent.metrics import AgentMetrics, CountingBackend
 from migweaver.agent.node_agent import NodeAgent
 from migweaver.agent.node_capacity import NodeCapacity
 from migweaver.agent.pods import PodWatcher
@@ -32,9 +34,10 @@ from migweaver.k8s.client import ApiError, ClusterObjects, CoreObjects, NodePods
 from migweaver.k8s.events import EventRecorder
 from migweaver.k8s.serving import probe_app as _probe_app
 from migweaver.k8s.serving import serving
+from migweaver.logs import get_logger
 from migweaver.shutdown import stop_on_signals
 
-log = logging.getLogger("migweaver.agent")
+log = get_logger("migweaver.agent")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,9 @@ class AgentOptions:
     # 0.0.0.0: the kubelet probes the pod IP.
     probe_address: str = "0.0.0.0"
     probe_port: int = 8081
+    metrics_address: str = "0.0.0.0"
+    """Address of `/metrics` (127.0.0.1 keeps it on the node)."""
+    metrics_port: int = METRICS_PORT
     device_plugin: bool = True
     """Serve the kubelet device plugin for nvidia.com/gpu (off: another plugin does)."""
     plugin_dir: str = DEFAULT_PLUGIN_DIR
@@ -93,10 +99,19 @@ def hami_core_host(options: AgentOptions) -> HamiCoreHost | None:
         elif host.library.is_file():
             host.ensure_preload()
     except OSError as exc:
-        log.error("cannot install HAMi-core into %s: %s", options.hami_core_dir, exc)
+        log.error(
+            "cannot install HAMi-core",
+            node=options.node_name,
+            dir=options.hami_core_dir,
+            error=str(exc),
+        )
     problem = host.problem()
     if problem:
-        log.warning("%s; hami-core containers will be refused until it is", problem)
+        log.warning(
+            "HAMi-core is missing: hami-core containers are refused until it is there",
+            node=options.node_name,
+            detail=problem,
+        )
     return host
 
 
@@ -139,7 +154,9 @@ async def run_node(
             try:
                 await capacity.ensure(d.memory_mib for d in agent.managed_devices())
             except ApiError as exc:
-                log.warning("cannot write the extended resources of node %s: %s", agent.node, exc)
+                log.warning(
+                    "cannot write the node's extended resources", node=agent.node, error=str(exc)
+                )
             await until_stopped(capacity_changed.wait(), stop, resync_s)
 
     async def registered() -> None:
@@ -162,22 +179,43 @@ async def run_node(
     try:
         await capacity.remove()
     except ApiError as exc:
-        log.warning("could not remove the extended resources of node %s: %s", agent.node, exc)
+        log.warning(
+            "could not remove the node's extended resources", node=agent.node, error=str(exc)
+        )
 
 
-async def run_agent(options: AgentOptions, stop: asyncio.Event | None = None) -> int:
-    """Run until SIGTERM/SIGINT (or `stop`); exit code 0 on a clean stop, 1 on bad setup."""
-    try:
-        backend = make_backend(options)
-    except (ValueError, BackendError) as exc:
-        log.error("cannot start the agent: %s", exc)
-        return 1
+async def run_agent(
+    options: AgentOptions,
+    stop: asyncio.Event | None = None,
+    *,
+    backend: GpuBackend | None = None,
+    metrics: AgentMetrics | None = None,
+) -> int:
+    """Run until SIGTERM/SIGINT (or `stop`); exit code 0 on a clean stop, 1 on bad setup.
+
+    `backend` replaces the one the options name (tests inject faults into a fake one);
+    `metrics` receives the agent's metrics (one is made when None).
+    """
+    if backend is None:
+        try:
+            backend = make_backend(options)
+        except (ValueError, BackendError) as exc:
+            log.error("cannot start the agent", node=options.node_name, error=str(exc))
+            return 1
     stop = stop or asyncio.Event()
+    counting = CountingBackend(backend)
+    metrics = metrics or AgentMetrics(options.node_name)
     with stop_on_signals(stop):
-        return await _run(options, backend, stop)
+        # Metrics first: an agent that cannot reach the API still shows that it reports
+        # nothing (its last report stays at 0).
+        async with metrics.serve(options.metrics_address, options.metrics_port) as port:
+            log.info("agent metrics served", node=options.node_name, port=port)
+            return await _run(options, counting, metrics, stop)
 
 
-async def _run(options: AgentOptions, backend: GpuBackend, stop: asyncio.Event) -> int:
+async def _run(
+    options: AgentOptions, backend: CountingBackend, metrics: AgentMetrics, stop: asyncio.Event
+) -> int:
     api = await connect(options.kubeconfig)
     async with api:
         core = CoreObjects(api)
@@ -190,7 +228,7 @@ async def _run(options: AgentOptions, backend: GpuBackend, stop: asyncio.Event) 
         watcher = PodWatcher(options.node_name, pods, on_change=refresh, resync_s=options.resync_s)
         agent = NodeAgent(
             options.node_name,
-            backend,
+            cast(GpuBackend, backend),
             ClusterObjects(api, MIGLAYOUT_PLURAL),
             ClusterObjects(api, NODECONFIG_PLURAL),
             core,
@@ -204,6 +242,9 @@ async def _run(options: AgentOptions, backend: GpuBackend, stop: asyncio.Event) 
                 lambda: cdi_gpus(agent.managed_devices(), agent.state.observations),
             )
             agent.listeners.append(writer.refresh)
+        metrics.bind(backend, agent)
+        agent.pass_observers.append(metrics.observe_pass)
+        agent.listeners.append(metrics.reported)
         plugin = None
         if options.device_plugin:
             gpus = AgentGpus(agent, options.device_split_count)
@@ -220,14 +261,15 @@ async def _run(options: AgentOptions, backend: GpuBackend, stop: asyncio.Event) 
                 allocator,
                 plugin_dir=options.plugin_dir,
             )
+            metrics.plugin = plugin
         capacity = NodeCapacity(options.node_name, core)
         async with serving(probe_app(agent), options.probe_address, options.probe_port) as port:
             log.info(
-                "agent started on node %s with %s backend; probes on :%d",
-                options.node_name,
-                options.backend,
-                port,
+                "agent started",
+                node=options.node_name,
+                backend=options.backend,
+                probe_port=port,
             )
             await run_node(agent, watcher, capacity, plugin, stop, resync_s=options.resync_s)
-    log.info("agent stopped")
+    log.info("agent stopped", node=options.node_name)
     return 0

@@ -16,7 +16,7 @@ worker thread, one GPU at a time, through the `Reconciler`.
 from __future__ import annotations
 
 import asyncio
-import logging
+import time
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -42,8 +42,9 @@ from migweaver.core.resources.models import (
 )
 from migweaver.core.resources.nodeconfig import NodeSettings, settings_for
 from migweaver.k8s.client import ApiError, Conflict, JsonDict, Listing, NotFound, now_rfc3339
+from migweaver.logs import Repeated, get_logger
 
-log = logging.getLogger("migweaver.agent")
+log = get_logger("migweaver.agent")
 
 T = TypeVar("T")
 
@@ -152,6 +153,9 @@ class NodeAgent:
         self.selector = f"{LABEL_NODE}={node_label_value(node)}"
         self.listeners: list[Callable[[], None]] = []
         """Called (on the event loop) after every reconcile pass and status report."""
+        self.pass_observers: list[Callable[[ReconcileResult, float], None]] = []
+        """Called with every reconcile pass's result and how long it took (seconds)."""
+        self._repeats = Repeated(log)
         # One pass at a time: the watch, the resync and `refresh` may all want a layout,
         # and a status computed from an older read must not overwrite a newer one.
         self._pass = asyncio.Lock()
@@ -171,12 +175,20 @@ class NodeAgent:
             while not stop.is_set():
                 try:
                     listing = await self.sync()
+                    self._repeats.clear()
                     await self._watch(listing.resource_version, stop)
                 except ApiError as exc:
-                    log.warning("API unavailable, acting on nothing until it is back: %s", exc)
+                    self._repeats.warning(
+                        "api",
+                        "API unavailable, acting on nothing until it is back",
+                        node=self.node,
+                        error=str(exc),
+                    )
                     await pause(stop, min(self._resync_s, 5))
                 except BackendError as exc:  # the GPUs could not be listed
-                    log.error("cannot list the GPUs, retrying: %s", exc)
+                    self._repeats.warning(
+                        "gpus", "cannot list the GPUs, retrying", node=self.node, error=str(exc)
+                    )
                     await pause(stop, min(self._resync_s, 5))
         finally:
             # Let a pass in flight (a pod change's `refresh`) finish; none starts after.
@@ -232,16 +244,26 @@ class NodeAgent:
             labels = (await self._nodes.read_node(self.node)).get("metadata", {}).get("labels")
         except NotFound:
             labels = None
-            log.warning("node %s not found in the API; assuming no labels", self.node)
+            log.warning("node not found in the API; assuming no labels", node=self.node)
         configs = []
         for item in (await self._configs.list()).items:
             try:
                 configs.append(NodeConfig.from_api(item))
             except ValidationError as exc:
-                log.warning("ignoring invalid NodeConfig %s: %s", _name(item), exc)
+                log.warning(
+                    "ignoring an invalid NodeConfig",
+                    node=self.node,
+                    nodeconfig=_name(item),
+                    error=str(exc),
+                )
         settings = settings_for(self.node, labels or {}, configs)
         if settings != self.state.settings:
-            log.info("node settings: mode %s from %s", settings.mode, settings.source or "default")
+            log.info(
+                "node settings changed",
+                node=self.node,
+                mode=settings.mode,
+                nodeconfig=settings.source or "default",
+            )
         self.state.settings = settings
 
     def _manages(self, device: GpuDevice) -> bool:
@@ -253,7 +275,9 @@ class NodeAgent:
         try:
             observation = await self._on_gpu_thread(self._reconciler.observe, device.index)
         except BackendError as exc:
-            log.error("cannot read GPU %s to adopt it: %s", device.index, exc)
+            log.error(
+                "cannot read the GPU to adopt it", node=self.node, gpu=device.index, error=str(exc)
+            )
             return
         body = new_layout_body(self.node, observation)
         try:
@@ -309,7 +333,7 @@ class NodeAgent:
             try:
                 listener()
             except Exception:  # a listener's bug must not stop reconciling
-                log.exception("agent listener failed")
+                log.exception("agent listener failed", node=self.node)
 
     async def _handle(self, obj: Mapping[str, Any]) -> None:
         try:
@@ -323,9 +347,16 @@ class NodeAgent:
         if device is None or not self._manages(device):
             await self._report_unmanaged(obj, layout, device)
             return
+        started = time.monotonic()
         result: ReconcileResult = await self._on_gpu_thread(
             self._reconciler.reconcile, device.index, layout.spec, self._held()
         )
+        took = time.monotonic() - started
+        for observer in list(self.pass_observers):
+            try:
+                observer(result, took)
+            except Exception:  # a metric's bug must not stop reconciling
+                log.exception("pass observer failed", node=self.node, gpu=device.index)
         if result.observation is not None:
             self.state.observations[device.index] = result.observation
         previous = layout.status.conditions if layout.status else []
@@ -347,14 +378,23 @@ class NodeAgent:
         name = _name(obj)
         previous = self.state.phases.get(name)
         self.state.phases[name] = result.phase
+        where = {"node": self.node, "gpu": result.gpu, "layout": name}
         if result.steps:
             done = "; ".join(step.describe() for step in result.steps)
+            log.info("layout applied", **where, steps=done, instances=summary or "")
             await self._events.record(
                 obj, "LayoutApplied", f"{done}; the GPU now holds {summary or 'nothing'}"
             )
         await self._announce_catalog(obj, result)
         if result.phase != previous and result.phase in {"Degraded", "Failed", "Pending"}:
             condition = result.condition("Ready" if result.phase == "Pending" else "Degraded")
+            log.warning(
+                f"layout {result.phase.lower()}",
+                **where,
+                phase=result.phase,
+                reason=condition.reason,
+                detail=condition.message,
+            )
             await self._events.record(
                 obj, f"Layout{result.phase}", condition.message or condition.reason, "Warning"
             )
@@ -378,7 +418,7 @@ class NodeAgent:
         try:
             written = await self._layouts.patch_status(_name(obj), patch)
         except NotFound:
-            log.info("MigLayout %s deleted before its status was written", _name(obj))
+            log.info("MigLayout deleted before its status was written", layout=_name(obj))
             return
         version = (written.get("metadata") or {}).get("resourceVersion")
         if version:
@@ -442,6 +482,17 @@ class NodeAgent:
             await self._patch_status(obj, patch)
         if self.state.phases.get(_name(obj)) != mark:
             self.state.phases[_name(obj)] = mark
+            spec = obj.get("spec")
+            spec = spec if isinstance(spec, Mapping) else {}
+            log.warning(
+                "layout failed",
+                node=self.node,
+                gpu=spec.get("gpuIndex"),
+                layout=_name(obj),
+                phase="Failed",
+                reason=reason,
+                detail=message,
+            )
             await self._events.record(obj, reason, message, "Warning")
 
 

@@ -6,10 +6,13 @@ the operator serve them with the same few lines of aiohttp, kept here once.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 
 
 def probe_app(
@@ -31,6 +34,20 @@ def probe_app(
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    return app
+
+
+def metrics_app(registry: CollectorRegistry) -> web.Application:
+    """`/metrics` of `registry`, in the format the scraper asks for (Prometheus text or
+    OpenMetrics), encoded off the event loop: a large fleet has many thousand series."""
+
+    async def metrics(request: web.Request) -> web.Response:
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        body = await asyncio.to_thread(encoder, registry)
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
     return app
 
 

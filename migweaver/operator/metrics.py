@@ -19,19 +19,26 @@ operators in one process never collide.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from typing import Final
 
 import prometheus_client
-from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
+from migweaver.core.operator.health_rows import (
+    LAYOUT_PHASES,
+    LayoutRow,
+    ShareRow,
+    WaitingRow,
+    layout_rows,
+    share_rows,
+    waiting_rows,
+)
 from migweaver.core.operator.metric_rows import (
     InstanceRow,
     InvalidLayout,
@@ -39,7 +46,8 @@ from migweaver.core.operator.metric_rows import (
     MetricRows,
     metric_rows,
 )
-from migweaver.k8s.serving import serving
+from migweaver.core.operator.state import ClusterState
+from migweaver.k8s.serving import metrics_app, serving
 
 __all__ = [
     "DEFAULT_PORT",
@@ -145,13 +153,78 @@ class _StateCollector(Collector):
     def __init__(self) -> None:
         self.rows = MetricRows()
         self.allocated: tuple[tuple[str, str, int], ...] = ()
+        self.health = _Health()
 
     def describe(self) -> Iterable[Metric]:
         # Names only: lets the registry detect collisions without computing any rows.
-        return _families(MetricRows(), ())
+        return [*_families(MetricRows(), ()), *_health_families(_Health())]
 
     def collect(self) -> Iterable[Metric]:
-        return _families(self.rows, self.allocated)
+        return [*_families(self.rows, self.allocated), *_health_families(self.health)]
+
+
+@dataclass(frozen=True, slots=True)
+class _Health:
+    waiting: tuple[WaitingRow, ...] = ()
+    layouts: tuple[LayoutRow, ...] = ()
+    shares: tuple[ShareRow, ...] = ()
+
+
+_HAMI_DEVICE_LABELS: Final = ("deviceidx", "deviceuuid", "nodeid", "zone")
+_MIB: Final = 1024 * 1024
+
+
+def _health_families(health: _Health) -> list[Metric]:
+    waiting = GaugeMetricFamily(
+        "migweaver_waiting_pods",
+        "GPU pods waiting behind the placement gate, by reason code.",
+        labels=("reason",),
+    )
+    longest = GaugeMetricFamily(
+        "migweaver_waiting_pod_longest_seconds",
+        "The longest wait (from creation) among the GPU pods waiting for this reason.",
+        labels=("reason",),
+    )
+    for row in health.waiting:
+        waiting.add_metric([row.reason], float(row.pods))
+        longest.add_metric([row.reason], max(0.0, row.longest_s))
+    phase = GaugeMetricFamily(
+        "migweaver_miglayout_phase",
+        "The phase of each MigLayout (1 for its current phase; Unknown before a status).",
+        labels=("node", "gpu", "layout", "phase"),
+    )
+    converged = GaugeMetricFamily(
+        "migweaver_miglayout_converged",
+        "1 when the agent reports the layout Ready for its current spec, else 0.",
+        labels=("node", "gpu", "layout"),
+    )
+    for layout in health.layouts:
+        where = [layout.node, str(layout.gpu), layout.layout]
+        for name in LAYOUT_PHASES:
+            phase.add_metric([*where, name], 1.0 if name == layout.phase else 0.0)
+        converged.add_metric(where, 1.0 if layout.converged else 0.0)
+    shared = GaugeMetricFamily(
+        "GPUDeviceSharedNum",
+        "Containers sharing a hami-core GPU (HAMi's scheduler-monitor metric).",
+        labels=_HAMI_DEVICE_LABELS,
+    )
+    allocated = GaugeMetricFamily(
+        "GPUDeviceMemoryAllocated",
+        "Device memory given to containers on a hami-core GPU, in bytes (HAMi's name).",
+        labels=_HAMI_DEVICE_LABELS,
+    )
+    limit = GaugeMetricFamily(
+        "GPUDeviceMemoryLimit",
+        "Device memory of a hami-core GPU, in bytes (HAMi's name).",
+        labels=_HAMI_DEVICE_LABELS,
+    )
+    for share in health.shares:
+        labels = [str(share.gpu_index), share.gpu_uuid, share.node, ZONE]
+        shared.add_metric(labels, float(share.containers))
+        allocated.add_metric(labels, float(share.memory_mib * _MIB))
+        if share.total_mib is not None:
+            limit.add_metric(labels, float(share.total_mib * _MIB))
+    return [waiting, longest, phase, converged, shared, allocated, limit]
 
 
 def _families(rows: MetricRows, allocated: tuple[tuple[str, str, int], ...]) -> list[Metric]:
@@ -238,6 +311,11 @@ class OperatorMetrics:
             "invalid (the last valid one stays in force).",
             registry=self.registry,
         )
+        self._leader = Gauge(
+            "migweaver_operator_leader",
+            "1 while this operator replica is the active one (leads), else 0.",
+            registry=self.registry,
+        )
         self._port: int | None = None
 
     @property
@@ -274,6 +352,10 @@ class OperatorMetrics:
         if value is not None:
             self._pod_wait.observe(value)
 
+    def set_leader(self, leading: bool) -> None:
+        """Whether this replica is the active one now."""
+        self._leader.set(1 if leading else 0)
+
     def config_reload_failed(self) -> None:
         """A geometry configuration reload was refused."""
         self._reload_failures.inc()
@@ -291,6 +373,13 @@ class OperatorMetrics:
         self._state.rows = rows
         return rows.invalid
 
+    def update_health(self, state: ClusterState, now: float) -> None:
+        """Replace the waiting-pod, MigLayout-phase and hami-core share series from one
+        round's state (`now`: wall-clock seconds)."""
+        self._state.health = _Health(
+            waiting_rows(state, now), layout_rows(state), share_rows(state)
+        )
+
     def update_allocated(self, rows: Iterable[tuple[str, str, int]]) -> None:
         """Replace the `allocated` GPU memory series: (node, mode, MiB) rows, summed per
         (node, mode)."""
@@ -307,13 +396,6 @@ class OperatorMetrics:
         """Every metric in the Prometheus text format."""
         return prometheus_client.generate_latest(self.registry)
 
-    async def _handle(self, request: web.Request) -> web.Response:
-        # The format Prometheus asks for (text or OpenMetrics), encoded off the event loop:
-        # a large fleet has many thousand series.
-        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        body = await asyncio.to_thread(encoder, self.registry)
-        return web.Response(body=body, headers={"Content-Type": content_type})
-
     def serve(self, address: str, port: int) -> contextlib.AbstractAsyncContextManager[int]:
         """Serve `/metrics` on address:port while the block runs; yields the bound port.
 
@@ -323,9 +405,7 @@ class OperatorMetrics:
 
     @contextlib.asynccontextmanager
     async def _serve(self, address: str, port: int) -> AsyncIterator[int]:
-        app = web.Application()
-        app.router.add_get("/metrics", self._handle)
-        async with serving(app, address, port) as bound:
+        async with serving(metrics_app(self.registry), address, port) as bound:
             self._port = bound
             try:
                 yield bound

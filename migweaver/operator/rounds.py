@@ -169,7 +169,9 @@ class Operator:
         """
         last = -math.inf
         while not stop.is_set():
-            if not await self.leading():
+            leading = await self.leading()
+            self.metrics.set_leader(leading)
+            if not leading:
                 last = -math.inf
                 await _wait_any(self.options.standby_poll_s, stop)
                 continue
@@ -230,6 +232,7 @@ class Operator:
         self._log_left_out(state, self.metrics.update_layouts(state.layouts.values()))
         self.metrics.update_allocated(allocated_rows(state))
         self.metrics.set_pending(len(state.waiting))
+        self.metrics.update_health(state, self._wall())
         wrote = await self._nodeconfigs(state)
         wrote = await self._releases(state) or wrote
         # A resync plans whenever pods wait: starving pods' holds, and reservations that

@@ -159,6 +159,8 @@ async def test_agent_creates_layouts_reports_status_and_applies_a_spec(kube: Kub
         kubeconfig=str(kube.kubeconfig),
         probe_address="127.0.0.1",
         probe_port=0,
+        metrics_address="127.0.0.1",
+        metrics_port=0,
         resync_s=2,
     )
     stop = asyncio.Event()

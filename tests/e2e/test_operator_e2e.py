@@ -273,6 +273,8 @@ async def running_agents(kube: Kube, *nodes: tuple[str, str]) -> AsyncIterator[N
                     kubeconfig=str(kube.kubeconfig),
                     probe_address="127.0.0.1",
                     probe_port=0,
+                    metrics_address="127.0.0.1",
+                    metrics_port=0,
                     resync_s=2,
                     device_plugin=False,
                 ),

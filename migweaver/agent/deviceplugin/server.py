@@ -19,13 +19,13 @@ failure of `Allocate` is a gRPC status with a message naming the pod and the dev
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-import logging
 import os
 import stat
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import Any, Final, Literal, NoReturn
 
 import grpc
 
@@ -34,6 +34,7 @@ from migweaver.agent.deviceplugin.allocator import AllocateFailed, Allocator
 from migweaver.agent.deviceplugin.devices import HEALTHY, DeviceEntry, device_list
 from migweaver.agent.deviceplugin.gpus import GpuView
 from migweaver.core.agent.binding import RESOURCE_GPU, BindErrorCode
+from migweaver.logs import Repeated, get_logger
 
 __all__ = [
     "API_VERSION",
@@ -44,7 +45,11 @@ __all__ = [
     "DevicePluginServicer",
 ]
 
-log = logging.getLogger("migweaver.agent.deviceplugin")
+log = get_logger("migweaver.agent.deviceplugin")
+
+RegistrationState = Literal[
+    "not_serving", "waiting_for_kubelet", "registration_failed", "registered"
+]
 
 API_VERSION: Final = "v1beta1"
 DEFAULT_PLUGIN_DIR: Final = "/var/lib/kubelet/device-plugins"
@@ -112,13 +117,17 @@ class DevicePluginServicer:
 
     async def Allocate(self, request: Any, context: Any) -> Any:
         requests = [list(r.devices_ids) for r in request.container_requests]
+        results = self._plugin.allocate_results
         try:
             grants = await self._plugin.allocator.allocate(requests)
         except AllocateFailed as exc:
+            results[str(exc.code)] += 1
             await _abort(context, _STATUS[exc.code], exc.message)
         except Exception as exc:  # a bug must not kill the agent; the kubelet gets an error
+            results["INTERNAL"] += 1
             log.exception("Allocate failed unexpectedly")
             await _abort(context, grpc.StatusCode.INTERNAL, f"migweaver agent error: {exc!r}")
+        results["granted"] += 1
         return api_pb2.AllocateResponse(
             container_responses=[
                 api_pb2.ContainerAllocateResponse(
@@ -178,10 +187,14 @@ class DevicePluginServer:
         self._changed = asyncio.Event()
         self._generation = 0
         """Bumped when the server stops: streams of an older server end."""
-        self._last_problem: str | None = None
+        self._repeats = Repeated(log)
         self.devices: tuple[DeviceEntry, ...] = ()
         self.registrations = 0
         self.registered = asyncio.Event()
+        self.state: RegistrationState = "not_serving"
+        """Where registration stands, for the agent's metrics (see `REGISTRATION_STATES`)."""
+        self.allocate_results: collections.Counter[str] = collections.Counter()
+        """`Allocate` calls by outcome: `granted`, a gRPC status name, or `INTERNAL`."""
 
     def set_on_registered(self, hook: Callable[[], Awaitable[None]] | None) -> None:
         """Awaited after every successful registration."""
@@ -200,7 +213,7 @@ class DevicePluginServer:
         if devices != self.devices:
             self.devices = devices
             unhealthy = sum(1 for d in devices if d.health != HEALTHY)
-            log.info("device list: %d ids, %d unhealthy", len(devices), unhealthy)
+            log.info("device list changed", ids=len(devices), unhealthy=unhealthy)
             self._wake()
 
     def _wake(self) -> None:
@@ -254,14 +267,19 @@ class DevicePluginServer:
         own = socket_id(self.socket_path)
         if self._server is None or own is None or own != self._own_id:
             if self._server is not None:
-                log.warning("socket %s is gone (kubelet restart?): serving again", own)
+                log.warning(
+                    "our socket is gone (kubelet restart?): serving again",
+                    socket=str(self.socket_path),
+                )
             try:
                 await self._start_server()
             except (OSError, RuntimeError) as exc:
+                self.state = "not_serving"
                 self._problem(f"cannot serve the device plugin on {self.socket_path}: {exc}")
                 return
         kubelet = socket_id(self.kubelet_socket)
         if kubelet is None:
+            self.state = "waiting_for_kubelet"
             self._problem(f"no kubelet socket at {self.kubelet_socket}; waiting for it")
             self._kubelet_id = None
             return
@@ -270,11 +288,13 @@ class DevicePluginServer:
         try:
             await self._register()
         except (grpc.aio.AioRpcError, OSError) as exc:
+            self.state = "registration_failed"
             detail = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
             self._problem(f"registration with the kubelet failed (retrying): {detail}")
             return
+        self.state = "registered"
         self._kubelet_id = kubelet
-        self._last_problem = None
+        self._repeats.clear()
         if self._on_registered is not None:
             try:
                 await self._on_registered()
@@ -282,10 +302,9 @@ class DevicePluginServer:
                 log.exception("after-registration hook failed")
 
     def _problem(self, message: str) -> None:
-        # Checks repeat every `poll_s`: say each problem once, not every second.
-        if message != self._last_problem:
-            log.warning("%s", message)
-            self._last_problem = message
+        # Checks repeat every `poll_s`: say each problem once, then ever more rarely
+        # with a count, not every second.
+        self._repeats.warning("device-plugin", message, resource=self.resource)
 
     async def _start_server(self) -> None:
         await self._stop_server()
@@ -298,7 +317,7 @@ class DevicePluginServer:
         self._server = server
         self._own_id = socket_id(self.socket_path)
         self._kubelet_id = None  # the kubelet must learn of the new socket
-        log.info("device plugin serving %s on %s", self.resource, self.socket_path)
+        log.info("device plugin serving", resource=self.resource, socket=str(self.socket_path))
 
     async def _stop_server(self) -> None:
         if self._server is None:
@@ -323,8 +342,8 @@ class DevicePluginServer:
         self.registrations += 1
         self.registered.set()
         log.info(
-            "registered %s with the kubelet at %s (registration %d)",
-            self.resource,
-            self.kubelet_socket,
-            self.registrations,
+            "registered with the kubelet",
+            resource=self.resource,
+            kubelet=str(self.kubelet_socket),
+            registration=self.registrations,
         )
