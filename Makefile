@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck imports unit crds bench proto clean help
+.PHONY: demo test lint typecheck imports unit crds bench proto clean help prometheus
 
 help:
 	@echo "make demo   - show migweaver on a simulated fleet (the README's first command)"
@@ -40,7 +40,19 @@ imports: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest
 
-test: lint typecheck imports unit
+test: lint typecheck imports prometheus unit
+
+# Prometheus and promtool (Debian's `prometheus`): `make test` checks the shipped alert
+# rules with promtool and tests/e2e/test_prometheus_e2e.py scrapes migweaver with a real
+# server. CI (CI=true) installs the package where it is missing; elsewhere those tests
+# are skipped with the reason when it is not installed.
+prometheus:
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then :; \
+	elif [ -n "$$CI" ] && command -v apt-get >/dev/null; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus; \
+	else echo "prometheus/promtool not installed: their tests are skipped (apt-get install prometheus)"; fi
 
 # Not part of `make test`: a few minutes, and times depend on the machine.
 bench: $(STAMP)
