@@ -113,7 +113,9 @@ class Repeated:
 
     def warning(self, key: str, message: str, **fields: Any) -> None:
         """Log `message` (with `fields`) unless the same one under `key` was said lately."""
-        count = self._repeats.occurred(key, message, self._clock())
+        # The same message with other fields (another error) is news, not a repeat.
+        identity = f"{message} {sorted(fields.items())!r}"
+        count = self._repeats.occurred(key, identity, self._clock())
         if count is not None:
             self._log.warning(message, **fields, **({"count": count} if count > 1 else {}))
 

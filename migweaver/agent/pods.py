@@ -15,15 +15,15 @@ in the GPU thread and re-reads it at every observation; the watcher swaps in a n
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 from migweaver.agent.waiting import pause, until_stopped
 from migweaver.core.resources.allocation import HeldDevice, held_devices
 from migweaver.k8s.client import ApiError, JsonDict, Listing
+from migweaver.logs import Repeated, get_logger
 
-log = logging.getLogger("migweaver.agent.pods")
+log = get_logger("migweaver.agent.pods")
 
 
 class PodStore(Protocol):
@@ -79,16 +79,21 @@ class PodWatcher:
         self.held_devices: dict[str, HeldDevice] = {}
         self.held = LiveHeld(self)
         self.ready = asyncio.Event()
+        self._repeats = Repeated(log)
 
     async def run(self, stop: asyncio.Event) -> None:
         """List, then watch until the server ends the watch, and again, until `stop`."""
         while not stop.is_set():
             try:
                 listing = await self.sync()
+                self._repeats.clear()
                 await self._watch(listing.resource_version, stop)
             except ApiError as exc:
-                # A 410 Gone (resourceVersion too old) lands here too: list again.
-                log.warning("cannot follow the pods of node %s: %s", self.node, exc)
+                # A 410 Gone (resourceVersion too old) lands here too: list again. An API
+                # that stays away is said once, then ever more rarely with a count.
+                self._repeats.warning(
+                    "watch", "cannot follow the node's pods", node=self.node, error=str(exc)
+                )
                 await pause(stop, self._retry_s)
 
     async def sync(self) -> Listing:
@@ -127,19 +132,21 @@ class PodWatcher:
             d.gpu_uuid for k in changed for d in (before.get(k), after.get(k)) if d is not None
         )
         log.info(
-            "pods of node %s hold %d devices; GPUs concerned: %s",
-            self.node,
-            len(after),
-            ", ".join(sorted(gpus)),
+            "devices held by pods changed",
+            node=self.node,
+            devices=len(after),
+            gpus=", ".join(sorted(gpus)),
         )
         if self._on_change is not None:
             try:
                 await self._on_change(gpus)
             except ApiError as exc:
                 # The next resync reports it; the holders are already in force.
-                log.warning("could not refresh layouts after a pod change: %s", exc)
+                log.warning(
+                    "could not refresh layouts after a pod change", node=self.node, error=str(exc)
+                )
             except Exception:  # the agent's failure must not end the pod watch
-                log.exception("refreshing layouts after a pod change failed")
+                log.exception("refreshing layouts after a pod change failed", node=self.node)
 
 
 def _uid(pod: Mapping[str, Any]) -> str:

@@ -18,7 +18,8 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -181,10 +182,12 @@ async def run_operator(
     metrics: OperatorMetrics | None = None,
     planner_options: PlannerOptions | None = None,
     ready: asyncio.Event | None = None,
+    wall: Callable[[], float] = time.time,
 ) -> int:
     """Run until SIGTERM/SIGINT (or `stop`); 0 on a clean stop, 1 on bad setup.
 
     `ready` is set with `/readyz`: kopf started and, with the webhook, its server listens.
+    `wall` is the clock of timestamps and waits (tests move it forward to age pods).
     """
     stop = stop or asyncio.Event()
     with stop_on_signals(stop):
@@ -195,6 +198,7 @@ async def run_operator(
                 metrics or OperatorMetrics(),
                 planner_options,
                 ready or asyncio.Event(),
+                wall,
             )
         except (ValueError, FileNotFoundError) as exc:
             log.error("cannot start the operator: %s", exc)
@@ -219,6 +223,7 @@ async def _run(
     metrics: OperatorMetrics,
     planner_options: PlannerOptions | None,
     ready: asyncio.Event,
+    wall: Callable[[], float],
 ) -> int:
     settings = kopf_settings(options)
     identity = own_identity()
@@ -243,6 +248,7 @@ async def _run(
             metrics,
             planner_options=planner_options,
             leading=None if options.standalone else leading,
+            wall=wall,
         )
         loop = asyncio.get_running_loop()
         registry = build_registry(operator, Triggers(operator, loop), webhook=options.webhook)

@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,7 +233,11 @@ class RunningOperator:
 
 @contextlib.asynccontextmanager
 async def running_operator(
-    kube: Kube, metrics: OperatorMetrics | None = None, **overrides: Any
+    kube: Kube,
+    metrics: OperatorMetrics | None = None,
+    *,
+    wall: Callable[[], float] = time.time,
+    **overrides: Any,
 ) -> AsyncIterator[RunningOperator]:
     settings: dict[str, Any] = {
         "kubeconfig": str(kube.kubeconfig),
@@ -251,7 +256,7 @@ async def running_operator(
     metrics = metrics or OperatorMetrics()
     stop = asyncio.Event()
     ready = asyncio.Event()
-    task = asyncio.create_task(run_operator(options, stop, metrics=metrics, ready=ready))
+    task = asyncio.create_task(run_operator(options, stop, metrics=metrics, ready=ready, wall=wall))
     try:
         yield RunningOperator(metrics, task, ready)
     finally:
