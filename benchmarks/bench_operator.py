@@ -382,7 +382,8 @@ class OperatorProcess:
         async for raw in self.process.stderr:
             line = raw.decode(errors="replace")
             self.log_tail = [*self.log_tail[-20:], line]
-            found = re.search(r"operator metrics on :(\d+)", line)
+            # The JSON log line `operator serving` names the bound port.
+            found = re.search(r'"metrics_port": ?(\d+)', line)
             if found and not self.metrics_port.done():
                 self.metrics_port.set_result(int(found.group(1)))
         if not self.metrics_port.done():

@@ -23,14 +23,23 @@ import structlog
 
 from migweaver.core.repeats import Repeats
 
-__all__ = ["LOG_FORMATS", "KopfSuccessToDebug", "Repeated", "configure", "get_logger"]
+__all__ = [
+    "LOG_FORMATS",
+    "KopfSuccessToDebug",
+    "Repeated",
+    "configure",
+    "get_logger",
+    "use_stdlib_defaults",
+]
 
 LogFormat = Literal["json", "console"]
 LOG_FORMATS: Final[tuple[LogFormat, ...]] = ("json", "console")
 
 # kopf says "Handler 'x' succeeded." and "Creation is processed: 1 succeeded; 0 failed."
 # at INFO for every handler call: one line per pod event on a busy cluster.
-_KOPF_ROUTINE: Final = re.compile(r"^Handler '.*' succeeded\.$|^\w+ is processed: ")
+_KOPF_ROUTINE: Final = re.compile(
+    r"^(Handler|Activity|Webhook|Indexer) '.*' succeeded\.$|^\w+ is processed: "
+)
 
 
 class KopfSuccessToDebug(logging.Filter):
@@ -50,6 +59,35 @@ class KopfSuccessToDebug(logging.Filter):
 def get_logger(name: str) -> Any:
     """A structlog logger: `log.info("message", node=..., gpu=...)`."""
     return structlog.stdlib.get_logger(name)
+
+
+# Attributes of a LogRecord: fields with these names cannot travel as `extra`.
+_RECORD_ATTRIBUTES: Final = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+def _to_stdlib(_: Any, __: str, event_dict: structlog.types.EventDict) -> dict[str, Any]:
+    """Hand a line to the standard logging module as `message key=value ...`, the fields
+    also as record attributes (what pytest's caplog and plain handlers show)."""
+    exc_info = event_dict.pop("exc_info", None)
+    message = str(event_dict.pop("event", ""))
+    fields = " ".join(f"{key}={value}" for key, value in event_dict.items())
+    extra = {k: v for k, v in event_dict.items() if k not in _RECORD_ATTRIBUTES}
+    return {"msg": f"{message} {fields}".strip(), "extra": extra, "exc_info": exc_info}
+
+
+def use_stdlib_defaults() -> None:
+    """Before `configure` (tests, migweaver used as a library): lines go to the standard
+    logging module, which shows them wherever its handlers do."""
+    structlog.configure(
+        processors=[structlog.stdlib.filter_by_level, _to_stdlib],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+
+
+if not structlog.is_configured():
+    use_stdlib_defaults()
 
 
 def configure(level: str = "INFO", fmt: LogFormat | None = None) -> None:
@@ -80,7 +118,7 @@ def configure(level: str = "INFO", fmt: LogFormat | None = None) -> None:
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=False,
     )
     threshold = logging.getLevelName(level.upper())
     handler = logging.StreamHandler(sys.stderr)

@@ -10,14 +10,14 @@ and every resync; on a clean shutdown it removes them.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from migweaver.core.agent.node_resources import node_capacity, status_patch
 from migweaver.k8s.client import JSON_PATCH, ApiError, JsonDict
+from migweaver.logs import get_logger
 
-log = logging.getLogger("migweaver.agent.capacity")
+log = get_logger("migweaver.agent.capacity")
 
 
 class NodeStatusStore(Protocol):
@@ -59,6 +59,10 @@ class NodeCapacity:
                 if attempt == 2 or exc.status != 422:
                     raise
                 continue
-            log.info("node %s extended resources: %s", self.node, dict(desired) or "removed")
+            log.info(
+                "node extended resources written",
+                node=self.node,
+                resources=dict(desired) or "removed",
+            )
             return ops
         return []  # pragma: no cover - the loop returns or raises

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections.abc import Mapping
 from typing import Any, Literal
 
 from migweaver.k8s.client import ApiError, Conflict, CoreObjects, JsonDict, now_rfc3339
+from migweaver.logs import get_logger
 
 EventType = Literal["Normal", "Warning"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # Cluster-scoped objects (MigLayout, NodeConfig, Node) get their Events in `default`,
 # which is where kubectl looks for them.
@@ -75,6 +75,18 @@ class EventRecorder:
             await self._core.create_event(body["metadata"]["namespace"], body)
         except Conflict:
             # Same object, reason, message and second: the Event already says it.
-            log.debug("event %s on %s already recorded", reason, body["metadata"])
+            log.debug("event already recorded", reason=reason, object=_described(involved))
         except ApiError as exc:
-            log.warning("could not record event %s on %s: %s", reason, body["metadata"], exc)
+            log.warning(
+                "could not record an event",
+                reason=reason,
+                object=_described(involved),
+                error=str(exc),
+            )
+
+
+def _described(obj: Mapping[str, Any]) -> str:
+    """`Kind namespace/name` of an API object, for log lines."""
+    meta = obj.get("metadata") or {}
+    where = f"{meta.get('namespace')}/" if meta.get("namespace") else ""
+    return f"{obj.get('kind', 'object')} {where}{meta.get('name', '?')}"

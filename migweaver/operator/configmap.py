@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 
 from migweaver.core.config import CONFIGMAP_NAME
 from migweaver.k8s.client import ApiError
+from migweaver.logs import get_logger
 from migweaver.operator.rounds import Operator
 
-log = logging.getLogger("migweaver.operator")
+log = get_logger("migweaver.operator")
 
 
 async def watch_config(operator: Operator, stop: asyncio.Event, timeout_s: int = 300) -> None:
@@ -25,6 +25,8 @@ async def watch_config(operator: Operator, stop: asyncio.Event, timeout_s: int =
             async for kind, obj in configmaps.watch(CONFIGMAP_NAME, timeout_s):
                 await operator.reload_config(None if kind == "DELETED" else obj)
         except ApiError as exc:
-            log.warning("watching ConfigMap %s: %s", CONFIGMAP_NAME, exc)
+            log.warning(
+                "cannot watch the geometry ConfigMap", configmap=CONFIGMAP_NAME, error=str(exc)
+            )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 2.0)

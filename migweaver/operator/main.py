@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import logging
 import os
 import secrets
 import socket
@@ -29,6 +28,7 @@ from migweaver.core.operator.leadership import is_active
 from migweaver.core.planning.plan import PlannerOptions
 from migweaver.k8s.client import ApiError, Conflict, connect
 from migweaver.k8s.cluster import AnyClusterObjects, connection_settings
+from migweaver.logs import get_logger
 from migweaver.operator import configmap, miglayouts, nodeconfigs, nodes, pods
 from migweaver.operator.access import operator_api
 from migweaver.operator.metrics import OperatorMetrics
@@ -38,7 +38,7 @@ from migweaver.operator.settings import OperatorOptions, kopf_settings
 from migweaver.operator.triggers import Triggers
 from migweaver.shutdown import stop_on_signals
 
-log = logging.getLogger("migweaver.operator")
+log = get_logger("migweaver.operator")
 
 PEERING = ("kopf.dev", "v1", "clusterkopfpeerings")
 
@@ -62,14 +62,14 @@ async def ensure_peering(peering: AnyClusterObjects, name: str) -> None:
     try:
         if await peering.get(name) is None:
             await peering.create(peering_body(name))
-            log.info("created ClusterKopfPeering %r", name)
+            log.info("created the ClusterKopfPeering", peering=name)
     except Conflict:
         pass  # another replica created it first
     except ApiError as exc:
         log.error(
-            "cannot create ClusterKopfPeering %r (%s): no replica plans until it exists",
-            name,
-            exc,
+            "cannot create the ClusterKopfPeering: no replica plans until it exists",
+            peering=name,
+            error=str(exc),
         )
 
 
@@ -201,7 +201,7 @@ async def run_operator(
                 wall,
             )
         except (ValueError, FileNotFoundError) as exc:
-            log.error("cannot start the operator: %s", exc)
+            log.error("cannot start the operator", error=str(exc))
             return 1
 
 
@@ -213,7 +213,7 @@ async def _servers(
         metrics.serve(options.metrics_address, options.metrics_port) as metrics_port,
         serving(probe_app(alive, ready), options.probe_address, options.probe_port) as probes,
     ):
-        log.info("operator metrics on :%d, probes on :%d", metrics_port, probes)
+        log.info("operator serving", metrics_port=metrics_port, probe_port=probes)
         yield
 
 
@@ -236,7 +236,7 @@ async def _run(
         async def leading() -> bool:
             found = await peering.get(options.peering)
             if found is None:
-                log.warning("no ClusterKopfPeering %r: this replica waits", options.peering)
+                log.warning("no ClusterKopfPeering: this replica waits", peering=options.peering)
                 return False
             peers = found.get("status")
             peers = peers if isinstance(peers, dict) else {}
@@ -291,9 +291,9 @@ async def _run(
                 asyncio.create_task(_when_ready(kopf_thread, webhook_server, ready), name="ready")
             )
             log.info(
-                "operator %s started (%s)",
-                identity,
-                "standalone" if options.standalone else f"peering {options.peering}",
+                "operator started",
+                identity=identity,
+                peering=None if options.standalone else options.peering,
             )
             try:
                 await _until_stop_or_failure(stop, tasks[:3])
@@ -309,7 +309,7 @@ async def _run(
             if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)
         ]
         for failure in failures:
-            log.error("the operator failed: %r", failure)
+            log.error("the operator failed", error=repr(failure))
         if failures:
             raise failures[0]
     log.info("operator stopped")

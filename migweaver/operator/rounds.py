@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -69,11 +68,12 @@ from migweaver.core.resources.bodies import MigLayoutBody, NodeBody, NodeConfigB
 from migweaver.core.resources.requests import RequestDefaults
 from migweaver.k8s.client import ApiError, Conflict, NotFound
 from migweaver.k8s.events import EventType
+from migweaver.logs import get_logger
 from migweaver.operator.access import OperatorApi
 from migweaver.operator.metrics import OperatorMetrics
 from migweaver.operator.settings import OperatorOptions
 
-log = logging.getLogger("migweaver.operator")
+log = get_logger("migweaver.operator")
 
 
 _PodWritten = Literal["written", "stale", "refused"]
@@ -155,7 +155,7 @@ class Operator:
         try:
             return await self._leading()
         except ApiError as exc:
-            log.warning("cannot read the peering object: %s", exc)
+            log.warning("cannot read the peering object", error=str(exc))
         except Exception:
             # Outside the round's own guard: a bug here must not end the work loop.
             log.exception("cannot decide whether this replica leads; standing by")
@@ -194,7 +194,7 @@ class Operator:
             try:
                 await self.round(resync=resync)
             except ApiError as exc:
-                log.warning("round failed, retrying: %s", exc)
+                log.warning("round failed, retrying", error=str(exc))
                 await _wait_any(1.0, stop)
             except Exception:
                 # A bug must not stop the operator for good: say so loudly, try again.
@@ -221,7 +221,7 @@ class Operator:
         now.update((item.name, item.reason) for item in invalid)
         for name, reason in now.items():
             if self._left_out.get(name) != reason:
-                log.warning("MigLayout %s left out: %s", name, reason)
+                log.warning("MigLayout left out", layout=name, reason=reason)
         self._left_out = now
 
     async def round(self, *, resync: bool = False) -> None:
@@ -280,13 +280,13 @@ class Operator:
         if outcome.outcome == "invalid" and configmap is not None:
             self.metrics.config_reload_failed()
             message = "kept the last valid configuration: " + "; ".join(outcome.errors)
-            log.warning("invalid geometry configuration: %s", message)
+            log.warning("invalid geometry configuration", detail=message)
             await self.events.record(configmap, "ConfigInvalid", message, "Warning")
             return
         if configmap is not None:
             warnings = f" ({len(outcome.warnings)} warning(s))" if outcome.warnings else ""
             await self.events.record(configmap, "ConfigLoaded", f"configuration in force{warnings}")
-        log.info("geometry configuration %s", outcome.outcome)
+        log.info("geometry configuration reloaded", outcome=outcome.outcome)
         self.capacity_changed()
 
     # ------------------------------------------------------------------ NodeConfigs
@@ -303,7 +303,9 @@ class Operator:
             except ApiError as exc:
                 if not _refused(exc):
                     raise
-                log.warning("the API server refused the MIG mode of %s: %s", change.name, exc)
+                log.warning(
+                    "the API server refused the MIG mode", layout=change.name, error=str(exc)
+                )
                 continue
             wrote = True
             mode = "on" if change.mig_enabled else "off (hami-core)"
@@ -322,7 +324,9 @@ class Operator:
             except ApiError as exc:
                 if not _refused(exc):
                     raise
-                log.warning("the API server refused the status of %s: %s", report.name, exc)
+                log.warning(
+                    "the API server refused the status", nodeconfig=report.name, error=str(exc)
+                )
                 continue
             kind: EventType = (
                 "Normal" if report.ready or report.reason == "Switching" else "Warning"
@@ -340,7 +344,7 @@ class Operator:
                 continue
             allocation = ready_allocation(waiting.key, waiting.reservation, state, owners)
             if isinstance(allocation, NotReady):
-                log.debug("pod %s waits: %s", waiting.key, allocation.reason)
+                log.debug("pod waits for its instances", pod=waiting.key, reason=allocation.reason)
                 continue
             wrote = await self._release(waiting, allocation, state) or wrote
         return wrote
@@ -367,7 +371,7 @@ class Operator:
             waiting.body, "MigReady", f"released to {allocation.node}: {shown}"
         )
         await self._condition(waiting.body, ready_condition(allocation), only_if_present=True)
-        log.info("released pod %s to %s", waiting.key, allocation.node)
+        log.info("released pod", pod=waiting.key, node=allocation.node)
         return True
 
     async def _patch_pod(self, key: str, patch: Mapping[str, Any]) -> _PodWritten:
@@ -386,7 +390,7 @@ class Operator:
         except ApiError as exc:
             if not _refused(exc):
                 raise
-            log.warning("the API server refused the write of pod %s: %s", key, exc)
+            log.warning("the API server refused the write of a pod", pod=key, error=str(exc))
             return "refused"
         return "written"
 
@@ -409,10 +413,13 @@ class Operator:
         try:
             await self.pods.patch_status(namespace, name, patch)
         except NotFound:
-            log.debug("pod %s/%s is gone: no condition", namespace, name)
+            log.debug("pod is gone: no condition", pod=f"{namespace}/{name}")
         except ApiError as exc:
             log.warning(
-                "could not set condition %s on pod %s/%s: %s", wanted.reason, namespace, name, exc
+                "could not set the pod's condition",
+                pod=f"{namespace}/{name}",
+                reason=wanted.reason,
+                error=str(exc),
             )
 
     # ------------------------------------------------------------------ planning
@@ -424,7 +431,7 @@ class Operator:
         self.metrics.observe_plan(self._mono() - started)
         writes = plan_writes(result, state, snapshot)
         for name in writes.skipped:
-            log.error("withheld a patch of MigLayout %s that would drop a busy instance", name)
+            log.error("withheld a MigLayout patch that would drop a busy instance", layout=name)
         outcome = _Outcome()
         for write in writes.layouts:
             if not await self._write_layout(write):
@@ -461,11 +468,11 @@ class Operator:
             body = await self.layouts.patch(write.name, write.patch)
         except Conflict:
             self.metrics.reconfiguration("conflict")
-            log.info("MigLayout %s changed meanwhile: re-planning", write.name)
+            log.info("MigLayout changed meanwhile: re-planning", layout=write.name)
             return False
         except ApiError as exc:
             self.metrics.reconfiguration("failed")
-            log.warning("could not write MigLayout %s: %s", write.name, exc)
+            log.warning("could not write the MigLayout", layout=write.name, error=str(exc))
             return False
         self.metrics.reconfiguration("applied")
         await self.events.record(body, "LayoutChanged", layout_change_message(write))

@@ -39,6 +39,7 @@ import kopf
 
 from migweaver.core.operator.admission import Mutation, apply_operations, mutate_pod
 from migweaver.core.resources.requests import DEFAULTS, RequestDefaults
+from migweaver.logs import get_logger
 
 __all__ = [
     "HANDLER_ID",
@@ -64,7 +65,7 @@ TLS_CA: Final = "ca.crt"
 
 SELF_SIGNED_DAYS: Final = 30
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def register(
@@ -202,9 +203,9 @@ class SelfSignedWebhookServer(kopf.WebhookServer):
     ) -> tuple[bytes, bytes]:
         cert, key = self_signed_certificate(hostnames, password)
         log.info(
-            "webhook: self-signed certificate for %s; its caBundle: %s",
-            ", ".join(dict.fromkeys(hostnames)),
-            base64.b64encode(cert).decode("ascii"),
+            "webhook: self-signed certificate",
+            hostnames=", ".join(dict.fromkeys(hostnames)),
+            ca_bundle=base64.b64encode(cert).decode("ascii"),
         )
         return cert, key
 

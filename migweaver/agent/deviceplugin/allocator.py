@@ -20,7 +20,6 @@ progress must not interleave.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Protocol, cast
 
@@ -49,10 +48,11 @@ from migweaver.core.resources.api import (
 )
 from migweaver.core.resources.bodies import PodBody
 from migweaver.k8s.client import ApiError, Conflict, NotFound
+from migweaver.logs import get_logger
 
 __all__ = ["EVENT_ALLOCATED", "EVENT_ALLOCATE_FAILED", "AllocateFailed", "Allocator"]
 
-log = logging.getLogger("migweaver.agent.deviceplugin")
+log = get_logger("migweaver.agent.deviceplugin")
 
 EVENT_ALLOCATE_FAILED: Final = "MigAllocateFailed"
 EVENT_ALLOCATED: Final = "MigAllocated"
@@ -145,7 +145,7 @@ class Allocator:
             return cast("list[PodBody]", (await self._pods.list()).items)
         except ApiError as exc:
             message = f"cannot read the pods of node {self.node}: {exc}"
-            log.warning("Allocate failed: %s", message)
+            log.warning("Allocate failed", node=self.node, detail=message)
             raise AllocateFailed(BindErrorCode.UNAVAILABLE, message) from exc
 
     async def _decide(
@@ -235,7 +235,12 @@ class Allocator:
         return pod if PodRef.of(pod).uid == ref.uid else None
 
     async def _fail(self, error: BindError) -> None:
-        log.warning("Allocate failed: %s", error.message)
+        log.warning(
+            "Allocate failed",
+            node=self.node,
+            pod=error.pod.key if error.pod else None,
+            detail=error.message,
+        )
         if error.pod is None:
             return  # no pod matched: nothing to mark
         self.progress.pop(error.pod.uid, None)
@@ -244,7 +249,9 @@ class Allocator:
                 error.pod.namespace, error.pod.name, bind_patch(BIND_FAILED, error.message)
             )
         except ApiError as exc:
-            log.warning("could not mark pod %s %s: %s", error.pod.key, BIND_FAILED, exc)
+            log.warning(
+                "could not mark the pod", pod=error.pod.key, bind_phase=BIND_FAILED, error=str(exc)
+            )
         await self._events.record(
             _involved(error.pod), EVENT_ALLOCATE_FAILED, error.message, "Warning"
         )

@@ -23,7 +23,7 @@ from typing import Any, Final
 
 from migweaver.core.operator.pod_condition import current_condition
 from migweaver.core.operator.state import ClusterState, WaitingPod
-from migweaver.core.planning.pending import parse_timestamp
+from migweaver.core.resources.api import parse_timestamp
 from migweaver.core.resources.models import MigLayout
 from migweaver.core.resources.requests import InvalidRequest
 

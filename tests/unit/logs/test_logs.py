@@ -7,7 +7,6 @@ import logging
 from collections.abc import Iterator
 
 import pytest
-import structlog
 
 from migweaver import logs
 
@@ -19,7 +18,7 @@ def _restore_logging() -> Iterator[None]:
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
-    structlog.reset_defaults()
+    logs.use_stdlib_defaults()
 
 
 def lines(err: str) -> list[dict[str, object]]:
@@ -92,3 +91,12 @@ def test_repeated_failure_is_logged_once_then_with_a_count(
         ("cannot serve the device plugin", 10),
     ]
     assert all(line["node"] == "n1" for line in found)
+
+
+def test_before_configure_lines_reach_standard_logging(caplog: pytest.LogCaptureFixture) -> None:
+    logs.use_stdlib_defaults()
+    with caplog.at_level(logging.INFO, logger="migweaver.agent"):
+        logs.get_logger("migweaver.agent").info("layout applied", node="n1", gpu=0)
+    (record,) = caplog.records
+    assert record.getMessage() == "layout applied node=n1 gpu=0"
+    assert (record.node, record.gpu) == ("n1", 0)  # type: ignore[attr-defined]
