@@ -23,7 +23,7 @@ from typing import Any, Final
 
 from migweaver.core.operator.pod_condition import current_condition
 from migweaver.core.operator.state import ClusterState, WaitingPod
-from migweaver.core.resources.api import parse_timestamp
+from migweaver.core.resources.api import metadata_of, parse_timestamp
 from migweaver.core.resources.models import MigLayout
 from migweaver.core.resources.requests import InvalidRequest
 
@@ -86,8 +86,7 @@ def waiting_reason(pod: WaitingPod) -> str:
 
 
 def _created(body: Mapping[str, Any]) -> float:
-    metadata = body.get("metadata")
-    stamp = metadata.get("creationTimestamp") if isinstance(metadata, Mapping) else None
+    stamp = metadata_of(body).get("creationTimestamp")
     return parse_timestamp(stamp if isinstance(stamp, str) else None)
 
 
@@ -105,8 +104,7 @@ def waiting_rows(state: ClusterState, now: float) -> tuple[WaitingRow, ...]:
 
 
 def _generation(body: Mapping[str, Any] | None) -> int | None:
-    metadata = body.get("metadata") if body is not None else None
-    value = metadata.get("generation") if isinstance(metadata, Mapping) else None
+    value = metadata_of(body).get("generation") if body is not None else None
     return value if isinstance(value, int) else None
 
 
