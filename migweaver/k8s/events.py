@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from migweaver.core.resources.api import metadata_of
 from migweaver.k8s.client import ApiError, Conflict, CoreObjects, JsonDict, now_rfc3339
 from migweaver.logs import get_logger
 
@@ -87,6 +88,6 @@ class EventRecorder:
 
 def _described(obj: Mapping[str, Any]) -> str:
     """`Kind namespace/name` of an API object, for log lines."""
-    meta = obj.get("metadata") or {}
+    meta = metadata_of(obj)
     where = f"{meta.get('namespace')}/" if meta.get("namespace") else ""
     return f"{obj.get('kind', 'object')} {where}{meta.get('name', '?')}"
