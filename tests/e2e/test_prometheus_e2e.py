@@ -43,8 +43,8 @@ from migweaver.agent.metrics import AgentMetrics
 from migweaver.agent.reconciler import Reconciler
 from migweaver.core.mig.catalog import GpuModel, get_model
 from migweaver.core.mig.profiles import ProfileTable
+from migweaver.core.resources.api import LABEL_NODE
 from migweaver.core.resources.models import (
-    LABEL_NODE,
     LayoutInstance,
     MigLayoutSpec,
     PlacementModel,

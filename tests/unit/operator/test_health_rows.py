@@ -13,9 +13,9 @@ from migweaver.core.operator.health_rows import (
     share_rows,
     waiting_rows,
 )
-from migweaver.core.operator.pod_condition import CONDITION_TYPE
 from migweaver.core.operator.state import ClusterState, cluster_state
 from migweaver.core.resources.allocation import AllocatedDevice, Allocation, ContainerAllocation
+from migweaver.core.resources.api import PLACEMENT_CONDITION
 from tests.unit.operator_helpers import gpu_uuid, layout, pod, reservation
 
 JsonDict = dict[str, Any]
@@ -29,7 +29,7 @@ def state(pods: list[JsonDict] = (), layouts: list[JsonDict] = ()) -> ClusterSta
 
 def with_condition(body: JsonDict, reason: str) -> JsonDict:
     body["status"]["conditions"] = [
-        {"type": CONDITION_TYPE, "status": "False", "reason": reason, "message": "why"}
+        {"type": PLACEMENT_CONDITION, "status": "False", "reason": reason, "message": "why"}
     ]
     return body
 
