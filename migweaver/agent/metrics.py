@@ -19,7 +19,7 @@ import math
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -92,6 +92,26 @@ class CountingBackend:
                 raise
 
         return counted
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """(NVML call, error code) -> failures so far; a copy, safe against the GPU thread."""
+        with self._lock:
+            return dict(self.errors)
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _copied(read: Callable[[], Mapping[K, V]]) -> dict[K, V]:
+    """A copy of a mapping the event loop writes while a scrape (a worker thread) reads it:
+    a copy that races a new key is simply taken again."""
+    for _ in range(10):
+        try:
+            return dict(read())
+        except RuntimeError:
+            continue
+    return {}
 
 
 class PluginView(Protocol):
@@ -182,14 +202,7 @@ class AgentMetrics:
         self._observations = lambda: agent.state.observations
 
     def _latest(self) -> dict[int, GpuObservation]:
-        # Scrapes run in a worker thread while the event loop records observations: a copy
-        # that races a new GPU's first entry is simply taken again.
-        for _ in range(10):
-            try:
-                return dict(self._observations())
-            except RuntimeError:
-                continue
-        return {}
+        return _copied(self._observations)
 
     @property
     def port(self) -> int | None:
@@ -249,7 +262,7 @@ class AgentMetrics:
             labels=("node", "call", "error"),
         )
         if self._backend is not None:
-            for (call, code), count in sorted(self._backend.errors.items()):
+            for (call, code), count in sorted(self._backend.counts().items()):
                 errors.add_metric([node, call, code], float(count))
         registration = GaugeMetricFamily(
             "migweaver_agent_device_plugin_state",
@@ -264,7 +277,8 @@ class AgentMetrics:
             "Allocate calls of the kubelet by outcome: granted, or the gRPC status returned.",
             labels=("node", "result"),
         )
-        results = dict(self.plugin.allocate_results) if self.plugin is not None else {}
+        plugin = self.plugin
+        results = _copied(lambda: plugin.allocate_results) if plugin is not None else {}
         for result in sorted({"granted", *results}):
             allocations.add_metric([node, result], float(results.get(result, 0)))
         return [instances, mismatches, errors, registration, allocations]
