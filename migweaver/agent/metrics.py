@@ -28,7 +28,7 @@ from prometheus_client.registry import Collector
 
 from migweaver.agent.backends.protocol import BackendError, GpuBackend
 from migweaver.agent.reconciler import GpuObservation, ReconcileResult
-from migweaver.core.agent.metric_rows import catalog_mismatches, instance_states, mode_switches
+from migweaver.core.agent.metric_rows import instance_states, mode_switches
 from migweaver.k8s.serving import metrics_app, serving
 
 __all__ = [
@@ -243,8 +243,8 @@ class AgentMetrics:
         )
         mismatches = GaugeMetricFamily(
             "migweaver_agent_catalog_mismatches",
-            "MIG profiles NVML reports differently from migweaver's catalog of the GPU "
-            "model (or lacks), per GPU.",
+            "Differences between NVML's MIG profiles and migweaver's catalog of the GPU "
+            "model, per GPU (the MigLayout's CatalogMismatch condition lists them).",
             labels=("node", "gpu", "model"),
         )
         for index, observation in sorted(self._latest().items()):
@@ -253,9 +253,9 @@ class AgentMetrics:
                 instances.add_metric(
                     [node, str(index), device.uuid, row.profile, row.state], float(row.count)
                 )
-            nvml = [p.to_profile() for p in observation.profiles]
-            found = catalog_mismatches(nvml, observation.fallback_table)
-            mismatches.add_metric([node, str(index), device.name], float(len(found)))
+            # The differences the MigLayout's CatalogMismatch condition lists, counted.
+            found = len(observation.catalog_mismatches)
+            mismatches.add_metric([node, str(index), device.name], float(found))
         errors = CounterMetricFamily(
             "migweaver_agent_nvml_errors",
             "NVML calls that failed, by NVML function and error code.",

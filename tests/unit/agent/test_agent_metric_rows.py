@@ -1,15 +1,12 @@
-"""What the agent's metrics decide: instance states, catalog mismatches, mode switches."""
+"""What the agent's metrics decide: instance states and mode switches."""
 
 from __future__ import annotations
-
-from dataclasses import replace
 
 import pytest
 
 from migweaver.core.agent.diff import ActualInstance, CreateGpuInstance, SetMigMode
 from migweaver.core.agent.metric_rows import (
     StateCount,
-    catalog_mismatches,
     instance_state,
     instance_states,
     mode_switches,
@@ -59,35 +56,6 @@ def test_every_state_of_every_profile_is_listed_with_zeros() -> None:
 
 def test_a_gpu_without_instances_has_no_rows() -> None:
     assert instance_states([]) == ()
-
-
-def test_nvml_equal_to_the_catalog_is_no_mismatch() -> None:
-    assert catalog_mismatches(A100.table.profiles, A100.table) == ()
-
-
-def test_mig_mode_off_lists_no_profiles_and_no_mismatch() -> None:
-    assert catalog_mismatches((), A100.table) == ()
-
-
-def test_a_profile_sized_differently_by_the_driver_is_a_mismatch() -> None:
-    first, *rest = A100.table.profiles
-    smaller = replace(first, name=first.name, memory_mib=first.memory_mib - 512)
-    found = catalog_mismatches((smaller, *rest), A100.table)
-    assert [m.profile_id for m in found] == [first.profile_id]
-    assert str(first.memory_mib) in found[0].catalog
-    assert str(first.memory_mib - 512) in found[0].nvml
-
-
-def test_a_profile_the_driver_lacks_is_a_mismatch() -> None:
-    first, *rest = A100.table.profiles
-    found = catalog_mismatches(tuple(rest), A100.table)
-    assert [(m.profile_id, m.nvml) for m in found] == [(first.profile_id, "-")]
-
-
-def test_a_model_the_catalog_does_not_know_mismatches_every_profile() -> None:
-    found = catalog_mismatches(A100.table.profiles, None)
-    assert len(found) == len(A100.table.profiles)
-    assert all(m.catalog == "-" for m in found)
 
 
 def test_mode_switches_are_the_set_mig_mode_steps() -> None:
