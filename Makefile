@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck imports unit crds bench proto clean help prometheus
+.PHONY: demo test lint typecheck imports unit crds bench proto clean help prometheus e2e-node
 
 help:
 	@echo "make demo   - show migweaver on a simulated fleet (the README's first command)"
@@ -12,6 +12,7 @@ help:
 	@echo "make crds   - regenerate crds/ and manifests/crds/ from the models in migweaver/core"
 	@echo "make proto  - regenerate the kubelet device plugin API code from its .proto"
 	@echo "make bench  - run the benchmarks and write docs/benchmarks.md"
+	@echo "make e2e-node - pods on a real kubelet node (needs root and K8S_KIT, default ../shared/k8s)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +59,14 @@ prometheus:
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks.write_report docs/benchmarks.md
+
+# The real kubelet tier (tests/e2e_node, docs/operations.md): a fresh control plane in a
+# temporary directory, a real kubelet node on it, the agent as its device plugin; both are
+# stopped whatever happens. Not part of `make test`: it needs root and the test kit of
+# docs/operations.md beside the repository (or K8S_KIT=DIR). PYTEST_ARGS=-k... selects.
+K8S_KIT ?= ../shared/k8s
+e2e-node: $(STAMP)
+	tests/e2e_node/run.sh $(K8S_KIT) $(PYTEST_ARGS)
 
 # Twice: kustomize reads no file outside manifests/, so manifests/crds/ holds a copy
 # (tests/unit/test_manifests.py checks that both are the same).

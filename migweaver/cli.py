@@ -229,6 +229,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         backend=args.backend,
         fake_gpus=args.fake_gpus,
         fake_mig_enabled=args.fake_mig_enabled,
+        fake_state=args.fake_state,
         kubeconfig=args.kubeconfig,
         resync_s=args.resync,
         probe_address=args.probe_address,
@@ -315,6 +316,11 @@ def _add_agent_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--fake-mig-enabled", action="store_true", help="fake GPUs start with MIG mode on"
+    )
+    p.add_argument(
+        "--fake-state",
+        metavar="FILE",
+        help="keep the fake GPUs' MIG modes and instances in this JSON file across restarts",
     )
     p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then ~/.kube)")
     p.add_argument("--resync", type=int, default=30, metavar="SECONDS", help="full re-check period")

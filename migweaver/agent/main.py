@@ -46,6 +46,8 @@ class AgentOptions:
     backend: str = "nvml"
     fake_gpus: str = ""
     fake_mig_enabled: bool = False
+    fake_state: str | None = None
+    """A file the fake GPUs' state survives a restart in (as real GPUs outlive the agent)."""
     kubeconfig: str | None = None
     resync_s: int = 30
     # 0.0.0.0: the kubelet probes the pod IP.
@@ -77,7 +79,10 @@ def make_backend(options: AgentOptions) -> GpuBackend:
             raise ValueError("--backend fake needs --fake-gpus, e.g. A100-SXM4-80GB:2")
         # The node name seeds the GPU UUIDs, so fake GPUs of different nodes differ.
         return FakeBackend.from_spec(
-            options.fake_gpus, seed=options.node_name, mig_enabled=options.fake_mig_enabled
+            options.fake_gpus,
+            seed=options.node_name,
+            mig_enabled=options.fake_mig_enabled,
+            state_file=options.fake_state,
         )
     if options.backend == "nvml":
         return NvmlBackend().open()

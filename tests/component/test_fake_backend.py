@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -590,3 +592,62 @@ def test_concurrent_calls_are_serialised() -> None:
     gis = backend.list_gpu_instances(0)
     assert sorted(gi.gi_id for gi in gis) == list(range(1, 8))
     assert not layout_problems(backend.table(0), backend.placed_instances(0))
+
+
+# ----------------------------------------------------------------------- state file
+
+
+def test_with_a_state_file_the_gpus_outlive_the_backend(tmp_path: Path) -> None:
+    state = tmp_path / "gpus.json"
+    first = fake(A30, A30, seed="n1", state_file=state)
+    gi = first.create_gpu_instance(1, profile_id(first, "2g.12gb", 1), Placement(2, 2))
+    first.create_compute_instance(1, gi)
+    first.set_mig_mode(0, False)
+    before = first.list_gpu_instances(1)
+
+    again = fake(A30, A30, seed="n1", state_file=state)
+
+    assert again.list_gpu_instances(1) == before
+    assert again.get_mig_mode(0) == MigModeState(False, False)
+    assert again.placed_instances(1) == first.placed_instances(1)
+    history = json.loads(state.read_text())["history"]
+    assert [h["call"] for h in history] == [
+        "create_gpu_instance",
+        "create_compute_instance",
+        "set_mig_mode",
+    ]
+    assert history[0]["args"][2] == {"start": 2, "size": 2}
+
+
+def test_a_refused_call_changes_nothing_in_the_state_file(tmp_path: Path) -> None:
+    state = tmp_path / "gpus.json"
+    backend = fake(A30, state_file=state)
+    with pytest.raises(BackendError):
+        backend.destroy_gpu_instance(0, 5)
+    assert not state.exists()
+
+
+@pytest.mark.parametrize(
+    ("other", "fragment"),
+    [
+        pytest.param({"models": [A100]}, "describes other GPUs", id="another-model"),
+        pytest.param({"seed": "n2"}, "describes other GPUs", id="another-node"),
+    ],
+)
+def test_a_state_file_of_other_gpus_is_refused_with_its_name(
+    tmp_path: Path, other: dict[str, Any], fragment: str
+) -> None:
+    state = tmp_path / "gpus.json"
+    first = fake(A30, seed="n1", state_file=state)
+    first.set_mig_mode(0, False)
+    models = other.get("models", [A30])
+    with pytest.raises(ValueError, match=fragment) as excinfo:
+        fake(*models, seed=other.get("seed", "n1"), state_file=state)
+    assert str(state) in str(excinfo.value)
+
+
+def test_a_damaged_state_file_is_a_clear_error(tmp_path: Path) -> None:
+    state = tmp_path / "gpus.json"
+    state.write_text("{not json")
+    with pytest.raises(ValueError, match="fake GPU state file"):
+        fake(A30, state_file=state)

@@ -148,7 +148,9 @@ def signal_handlers_removed_after() -> Any:
         assert not loop.remove_signal_handler(sig), f"run_agent left its {sig.name} handler"
 
 
-async def test_agent_creates_layouts_reports_status_and_applies_a_spec(kube: Kube) -> None:
+async def test_agent_creates_layouts_reports_status_and_applies_a_spec(
+    kube: Kube, tmp_path: Path
+) -> None:
     node = kube.name("n1")
     await add_node(kube, node)
     expected = FakeBackend.from_spec(GPUS, seed=node)  # same seed: same GPU UUIDs
@@ -162,6 +164,9 @@ async def test_agent_creates_layouts_reports_status_and_applies_a_spec(kube: Kub
         metrics_address="127.0.0.1",
         metrics_port=0,
         resync_s=2,
+        # Never the host's /var/lib/kubelet/device-plugins: a real kubelet may run there
+        # (the real kubelet tier), and this agent would register with it.
+        plugin_dir=str(tmp_path),
     )
     stop = asyncio.Event()
     with signal_handlers_removed_after():

@@ -22,6 +22,12 @@ NVML would return:
 A fresh fake GPU starts with MIG mode **disabled** (as a GPU out of the box) unless
 `mig_enabled=True` is passed.
 
+With `state_file`, the GPUs outlive the process as real GPUs outlive the agent: their MIG
+modes and instances are read from that JSON file at start (when it exists) and written
+to it after every call that changed them, together with the list of those calls
+(`history`), so a test can restart the agent and check what the new one did.
+Simulated processes and faults are not kept.
+
 Tests drive it with simulated processes (`start_process` / `stop_process`), per-call
 latency through an injectable sleep function, fault injection (`fail_call`,
 `fail_nth_call`, `crash_at_call`; before or after the call takes effect) and the `calls`
@@ -32,12 +38,15 @@ its worker thread.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import threading
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 from migweaver.agent.backends.protocol import (
@@ -212,6 +221,7 @@ class FakeBackend:
         latency_s: float | Mapping[str, float] = 0.0,
         sleep: Callable[[float], None] = time.sleep,
         auto_reset: bool = True,
+        state_file: str | Path | None = None,
     ) -> None:
         self._lock = threading.RLock()
         self._gpus: list[_Gpu] = []
@@ -229,6 +239,10 @@ class FakeBackend:
         self._mutations = 0
         self.calls: list[FakeCall] = []
         """Every call received, in order (see `FakeCall`)."""
+        self._state_file = Path(state_file) if state_file is not None else None
+        self._history: list[dict[str, Any]] = []
+        if self._state_file is not None and self._state_file.exists():
+            self._restore(self._state_file)
 
     @classmethod
     def from_spec(cls, spec: str, **options: Any) -> FakeBackend:
@@ -580,10 +594,69 @@ class FakeBackend:
             except _CallFailed as failed:
                 self._log(name, args, mutating, failed.error, took_effect=False)
                 raise BackendError(nvml, failed.error, failed.detail) from None
+            if mutating:
+                self._save(name, args)
             if fault is not None:
                 self._log(name, args, mutating, fault.error, injected=True)
                 raise _as_exception(nvml, fault.error)
             self._log(name, args, mutating, None)
+
+    def _save(self, name: str, args: tuple[Any, ...]) -> None:
+        """Write the GPUs' state and this call to the state file (atomically)."""
+        if self._state_file is None:
+            return
+        self._history.append({"call": name, "args": [_plain(a) for a in args]})
+        gpus = [
+            {
+                "index": g.index,
+                "model": g.model.key,
+                "uuid": g.uuid,
+                "migCurrent": g.mig_current,
+                "migPending": g.mig_pending,
+                "instances": [
+                    {
+                        "giId": gi.gi_id,
+                        "profileId": gi.profile.profile_id,
+                        "placement": _plain(gi.placement),
+                        "computeInstances": [
+                            {"ciId": ci.ci_id, "profileId": ci.profile_id} for ci in gi.cis.values()
+                        ],
+                    }
+                    for gi in g.gis.values()
+                ],
+            }
+            for g in self._gpus
+        ]
+        temporary = self._state_file.with_name(self._state_file.name + ".tmp")
+        temporary.write_text(json.dumps({"gpus": gpus, "history": self._history}, indent=1))
+        os.replace(temporary, self._state_file)
+
+    def _restore(self, path: Path) -> None:
+        """Take the GPUs' state from a state file written for these same GPUs."""
+        try:
+            data = json.loads(path.read_text())
+            saved = data["gpus"]
+            if [(g["model"], g["uuid"]) for g in saved] != [
+                (g.model.key, g.uuid) for g in self._gpus
+            ]:
+                raise ValueError("it describes other GPUs (models, count or node name differ)")
+            for g, entry in zip(self._gpus, saved, strict=True):
+                g.mig_current = bool(entry["migCurrent"])
+                g.mig_pending = bool(entry["migPending"])
+                g.gis.clear()
+                for gi in entry["instances"]:
+                    profile = g.model.table.by_id(int(gi["profileId"]))
+                    if profile is None:
+                        raise ValueError(f"unknown profile id {gi['profileId']}")
+                    placement = Placement(gi["placement"]["start"], gi["placement"]["size"])
+                    cis = {
+                        int(ci["ciId"]): _Ci(int(ci["ciId"]), int(ci["profileId"]))
+                        for ci in gi["computeInstances"]
+                    }
+                    g.gis[int(gi["giId"])] = _Gi(int(gi["giId"]), profile, placement, cis)
+            self._history = list(data.get("history") or [])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"fake GPU state file {path}: {exc}") from None
 
     def _log(
         self,
@@ -663,6 +736,13 @@ def _model(name: str) -> GpuModel:
     if model is None:
         raise ValueError(f"unknown GPU model {name!r}; known: {', '.join(model_keys())}")
     return model
+
+
+def _plain(value: Any) -> Any:
+    """A call argument as JSON: placements as {start, size}."""
+    if isinstance(value, Placement):
+        return {"start": value.start, "size": value.size}
+    return value
 
 
 def _method_name(name: str) -> str:

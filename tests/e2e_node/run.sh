@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The real kubelet tier (`make e2e-node`): a fresh control plane in a temporary K8S_STATE,
+# a real kubelet node on it, tests/e2e_node against both; both are always stopped.
+#
+# Usage: tests/e2e_node/run.sh KIT [PYTEST ARGS...]
+#   KIT  the directory of the Kubernetes test kit (its up.sh, down.sh and node/up-node.sh)
+# Needs root (the node runs containers). K8S_PORT_BASE picks the control plane's ports
+# (default: the kit's); E2E_NODE the node's name (default kit-node-1).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+KIT=$(cd "${1:?usage: run.sh KIT [PYTEST ARGS...]}" && pwd)
+shift
+NODE=${E2E_NODE:-kit-node-1}
+PYTHON=${PYTHON:-.venv/bin/python}
+
+K8S_STATE=$(mktemp -d "${TMPDIR:-/tmp}/migweaver-e2e-node.XXXXXX")
+export K8S_STATE
+NODE_STATE=$K8S_STATE/node-$NODE
+stop_all() {
+  "$KIT/node/down-node.sh" "$NODE" --purge || true
+  "$KIT/down.sh" || true
+  # Only our own temporary directory; nothing of it is mounted any more after --purge.
+  if ! grep -q " $K8S_STATE/" /proc/mounts; then rm -rf "$K8S_STATE"; fi
+}
+trap stop_all EXIT
+
+start=$(date +%s)
+"$KIT/up.sh" >/dev/null
+eval "$("$KIT/up.sh" --env)"
+"$KIT/node/up-node.sh" "$NODE" >/dev/null
+echo "e2e-node: control plane and node $NODE up in $(($(date +%s) - start)) s"
+
+export MIGWEAVER_E2E_NODE=$NODE MIGWEAVER_E2E_NODE_KIT=$KIT/node MIGWEAVER_E2E_NODE_STATE=$NODE_STATE
+status=0
+"$PYTHON" -m pytest tests/e2e_node -p no:cacheprovider -rs "$@" || status=$?
+echo "e2e-node: tier took $(($(date +%s) - start)) s (exit $status)"
+exit $status

@@ -1,0 +1,312 @@
+"""Pods that really run: the agent as the real kubelet's device plugin, on fake GPUs.
+
+Every scenario checks what the container was given (its printed environment, read from
+its log through the kubelet), then what the API says (annotations, MigLayouts, Events).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from migweaver.core.resources.allocation import ANNOTATION_ALLOCATION, ANNOTATION_BIND_PHASE
+from tests.e2e.kube_api import EVENTS, MIGLAYOUTS, NODECONFIGS, PODS, Kube, meta
+from tests.e2e_node.conftest import Cluster, wait_allocatable
+from tests.e2e_node.workloads import (
+    GPUS,
+    ONE_G_PER_GPU,
+    POD_TIMEOUT_S,
+    allocation_of,
+    busybox_pod,
+    container_env,
+    layout_instances,
+    layouts_ready,
+    node_selector,
+    visible_devices,
+    wait_running,
+)
+
+JsonDict = dict[str, Any]
+FREED_WITHIN_S = 10.0  # "within seconds": the agent's pod watch, not its resync
+
+
+async def layouts(cluster: Cluster) -> list[JsonDict]:
+    return await cluster.kube.list(MIGLAYOUTS, label_selector=node_selector(cluster.node))
+
+
+async def wait_instances(
+    cluster: Cluster, check: Any, timeout_s: float = FREED_WITHIN_S
+) -> dict[str, JsonDict]:
+    """MIG UUID -> status instance, once `check(that mapping)` holds."""
+    found = await cluster.kube.wait_for_list(
+        MIGLAYOUTS,
+        lambda items: check(layout_instances(items)),
+        label_selector=node_selector(cluster.node),
+        timeout_s=timeout_s,
+    )
+    return layout_instances(found)
+
+
+def held_by(instances: dict[str, JsonDict], uuids: set[str], pod: str) -> bool:
+    """Every instance of `uuids` is in use by `pod` (`namespace/name`)."""
+    return all(
+        uuid in instances and instances[uuid].get("inUse") and instances[uuid].get("pod") == pod
+        for uuid in uuids
+    )
+
+
+async def run_pods(kube: Kube, names: list[str], limits: dict[str, int], mode: str) -> None:
+    for name in names:
+        await kube.create(PODS, busybox_pod(name, limits, mode))
+    for name in names:
+        await wait_running(kube, name)
+
+
+async def mig_devices_seen(kube: Kube, name: str) -> list[str]:
+    devices = visible_devices(await container_env(kube, name))
+    assert devices, f"pod {name} sees no device"
+    assert all(d.startswith("MIG-") for d in devices), devices
+    return devices
+
+
+# ------------------------------------------------------------------ 4. fill both GPUs
+# First: on fresh GPUs (an idle 2g left by another test would take a 1g pod, and the
+# eighth pod would find no room).
+
+
+async def test_eight_1g_pods_fill_both_gpus_and_new_pods_reuse_freed_instances(
+    cluster: Cluster,
+) -> None:
+    kube = cluster.kube
+    one_g = {"nvidia.com/gpu": 1, "nvidia.com/gpumem": 5000}
+    names = [f"fill-{i}" for i in range(GPUS * ONE_G_PER_GPU)]
+    await run_pods(kube, names, one_g, "mig")
+
+    seen = {name: await mig_devices_seen(kube, name) for name in names}
+    assert all(len(devices) == 1 for devices in seen.values()), seen
+    uuids = [devices[0] for devices in seen.values()]
+    assert len(set(uuids)) == len(uuids), f"a MIG instance in two containers: {seen}"
+    for name in names:
+        pod = await kube.get(PODS, name)
+        assert [d.mig_uuid for d in allocation_of(pod).containers[0].devices] == seen[name]
+    instances = await wait_instances(
+        cluster,
+        lambda found: all(held_by(found, set(seen[n]), f"{kube.namespace}/{n}") for n in names),
+    )
+    assert all(instances[u]["profile"].startswith("1g.") for u in uuids)
+
+    gone = names[:3]
+    freed = {seen[name][0] for name in gone}
+    for name in gone:
+        await kube.delete(PODS, name)
+    await wait_instances(cluster, lambda found: not any(found[u].get("inUse") for u in freed))
+
+    newcomers = [f"refill-{i}" for i in range(len(gone))]
+    await run_pods(kube, newcomers, one_g, "mig")
+    reused = {(await mig_devices_seen(kube, name))[0] for name in newcomers}
+    assert reused == freed
+    still = {(await mig_devices_seen(kube, name))[0] for name in names[3:]}
+    assert not reused & still
+
+
+# --------------------------------------------------------------------------- 1. the seed
+
+
+async def test_the_seed_pod_runs_with_exactly_its_two_mig_instances(cluster: Cluster) -> None:
+    kube = cluster.kube
+    limits = {"nvidia.com/gpu": 2, "nvidia.com/gpumem": 8000}
+    await kube.create(PODS, busybox_pod("gpu-pod", limits, "mig", container="ubuntu-container"))
+    pod = await wait_running(kube, "gpu-pod")
+
+    env = await container_env(kube, "gpu-pod", "ubuntu-container")
+    seen = visible_devices(env)
+    (container,) = allocation_of(pod).containers
+    allocated = {d.mig_uuid: d for d in container.devices}
+    assert sorted(seen) == sorted(allocated), (env, allocated)
+    assert len(set(seen)) == 2
+    assert all(allocated[uuid].memory_mib >= 8000 for uuid in seen)
+    assert pod["spec"]["nodeName"] == cluster.node
+    assert meta(pod)["annotations"][ANNOTATION_BIND_PHASE] == "success"
+
+    instances = await wait_instances(
+        cluster, lambda found: held_by(found, set(seen), f"{kube.namespace}/gpu-pod")
+    )
+    for uuid in seen:
+        assert instances[uuid]["profile"] == allocated[uuid].profile
+
+
+# ------------------------------------------------------------------ 6. deletion frees
+
+
+async def test_deleting_a_pod_frees_its_instances_in_the_layout_within_seconds(
+    cluster: Cluster,
+) -> None:
+    kube = cluster.kube
+    await run_pods(kube, ["short-lived"], {"nvidia.com/gpu": 1, "nvidia.com/gpumem": 5000}, "mig")
+    (uuid,) = await mig_devices_seen(kube, "short-lived")
+    await wait_instances(
+        cluster, lambda found: held_by(found, {uuid}, f"{kube.namespace}/short-lived")
+    )
+
+    await kube.delete(PODS, "short-lived")
+
+    instances = await wait_instances(
+        cluster, lambda found: uuid in found and not found[uuid].get("inUse")
+    )
+    assert not instances[uuid].get("pod")
+
+
+# ------------------------------------------------------- 3. no allocation: refused
+
+
+async def test_a_gpu_pod_without_an_allocation_fails_at_the_kubelet_and_others_still_run(
+    cluster: Cluster,
+) -> None:
+    kube = cluster.kube
+    # What a pod looks like after an administrator removed its gate with the webhook
+    # off: it asks for nvidia.com/gpu, kube-scheduler binds it, migweaver never placed it.
+    rogue = busybox_pod("ungated", {"nvidia.com/gpu": 1}, "mig", gated=False)
+    rogue["spec"]["nodeSelector"] = {"kubernetes.io/hostname": cluster.node}
+    created = await kube.create(PODS, rogue)
+
+    failed = await kube.wait_for(
+        PODS,
+        "ungated",
+        lambda p: (p or {}).get("status", {}).get("phase") == "Failed",
+        timeout_s=POD_TIMEOUT_S,
+    )
+    assert failed is not None
+    status = failed["status"]
+    assert status["reason"] == "UnexpectedAdmissionError", status
+    assert "Allocate failed" in status["message"]
+    assert "no pod on node" in status["message"], status["message"]
+    assert not (status.get("containerStatuses") or [{}])[0].get("state", {}).get("running")
+    assert ANNOTATION_ALLOCATION not in (meta(failed).get("annotations") or {})
+    events = await kube.wait_for_list(
+        EVENTS,
+        lambda items: any(e["reason"] == "UnexpectedAdmissionError" for e in items),
+        field_selector=f"involvedObject.uid={meta(created)['uid']}",
+        timeout_s=POD_TIMEOUT_S,
+    )
+    event = next(e for e in events if e["reason"] == "UnexpectedAdmissionError")
+    assert "no pod on node" in event["message"]
+    for found in events:
+        kube.track(EVENTS, meta(found)["name"])
+
+    # The agent serves the next pod as before.
+    await run_pods(kube, ["after-rogue"], {"nvidia.com/gpu": 1, "nvidia.com/gpumem": 5000}, "mig")
+    (uuid,) = await mig_devices_seen(kube, "after-rogue")
+    pod = await kube.get(PODS, "after-rogue")
+    assert [d.mig_uuid for d in allocation_of(pod).containers[0].devices] == [uuid]
+
+
+# ------------------------------------------------------------------ 2. hami-core
+
+
+async def test_a_hami_core_pod_sees_its_gpu_and_its_memory_and_core_limits(
+    cluster: Cluster,
+) -> None:
+    kube = cluster.kube
+    config = kube.name(f"{cluster.node}-mig")
+    await kube.patch(NODECONFIGS, config, {"spec": {"operatingMode": "hami-core"}})
+    try:
+        await kube.wait_for_list(
+            MIGLAYOUTS,
+            lambda items: len(items) == GPUS and layouts_ready(items, mig=False),
+            label_selector=node_selector(cluster.node),
+            timeout_s=POD_TIMEOUT_S,
+        )
+        limits = {"nvidia.com/gpu": 1, "nvidia.com/gpumem": 3000, "nvidia.com/gpucores": 30}
+        await run_pods(kube, ["shared"], limits, "hami-core")
+
+        env = await container_env(kube, "shared")
+        pod = await kube.get(PODS, "shared")
+        (device,) = allocation_of(pod).containers[0].devices
+        assert device.mode == "hami-core"
+        assert visible_devices(env) == [device.gpu_uuid]
+        assert device.gpu_uuid.startswith("GPU-")
+        assert env["CUDA_DEVICE_MEMORY_LIMIT_0"] == "3000m"
+        assert env["CUDA_DEVICE_SM_LIMIT"] == "30"
+        gpu_uuids = {layout["spec"]["gpuUUID"] for layout in await layouts(cluster)}
+        assert device.gpu_uuid in gpu_uuids
+    finally:
+        await kube.cleanup()  # the pod first: a GPU in use keeps its mode
+        await kube.patch(NODECONFIGS, config, {"spec": {"operatingMode": "mig"}})
+        await kube.wait_for_list(
+            MIGLAYOUTS,
+            lambda items: len(items) == GPUS and layouts_ready(items, mig=True),
+            label_selector=node_selector(cluster.node),
+            timeout_s=POD_TIMEOUT_S,
+        )
+
+
+# ------------------------------------------------------------------ 5. restarts
+
+
+async def test_after_a_kubelet_restart_the_agent_registers_again_and_pods_keep_devices(
+    cluster: Cluster,
+) -> None:
+    kube = cluster.kube
+    await run_pods(kube, ["survivor"], {"nvidia.com/gpu": 1, "nvidia.com/gpumem": 5000}, "mig")
+    before = await wait_running(kube, "survivor")
+    (uuid,) = await mig_devices_seen(kube, "survivor")
+    container_id = before["status"]["containerStatuses"][0]["containerID"]
+
+    await asyncio.to_thread(cluster.kit.restart_kubelet)
+
+    # The kubelet wiped the device plugin directory: the agent must register again for
+    # the node to offer nvidia.com/gpu at all.
+    await wait_allocatable(kube, cluster.node, lambda n: n > 0)
+    after = await wait_running(kube, "survivor")
+    status = after["status"]["containerStatuses"][0]
+    assert status["containerID"] == container_id
+    assert status["restartCount"] == 0
+    assert await mig_devices_seen(kube, "survivor") == [uuid]
+    await wait_instances(
+        cluster, lambda found: held_by(found, {uuid}, f"{kube.namespace}/survivor")
+    )
+
+    # A new pod is admitted through the re-registered plugin.
+    await run_pods(kube, ["newcomer"], {"nvidia.com/gpu": 1, "nvidia.com/gpumem": 5000}, "mig")
+    (fresh,) = await mig_devices_seen(kube, "newcomer")
+    assert fresh != uuid
+
+
+async def test_an_agent_restart_destroys_nothing_in_use(cluster: Cluster) -> None:
+    kube = cluster.kube
+    names = ["steady-0", "steady-1"]
+    await run_pods(kube, names, {"nvidia.com/gpu": 1, "nvidia.com/gpumem": 5000}, "mig")
+    held = {name: (await mig_devices_seen(kube, name))[0] for name in names}
+    instances = await wait_instances(
+        cluster,
+        lambda found: all(held_by(found, {u}, f"{kube.namespace}/{n}") for n, u in held.items()),
+    )
+    history_before = len(json.loads(cluster.fake_state.read_text())["history"])
+    in_use = {(instances[u]["gpuIndex"], instances[u]["gpuInstanceId"]) for u in held.values()}
+
+    await asyncio.to_thread(cluster.agent.restart)
+    await cluster.agent.wait_ready()
+
+    for name, uuid in held.items():
+        pod = await wait_running(kube, name)
+        assert pod["status"]["containerStatuses"][0]["restartCount"] == 0
+        assert await mig_devices_seen(kube, name) == [uuid]
+    after = await wait_instances(
+        cluster,
+        lambda found: all(held_by(found, {u}, f"{kube.namespace}/{n}") for n, u in held.items()),
+    )
+    for uuid in held.values():
+        assert after[uuid]["gpuInstanceId"] == instances[uuid]["gpuInstanceId"]
+    calls = json.loads(cluster.fake_state.read_text())["history"][history_before:]
+    destroyed = {
+        (c["args"][0], c["args"][1])
+        for c in calls
+        if c["call"] in ("destroy_gpu_instance", "destroy_compute_instance")
+    }
+    assert not destroyed & in_use, calls
+
+    # The new agent serves the kubelet: a new pod gets a device of its own.
+    await run_pods(kube, ["after-restart"], {"nvidia.com/gpu": 1, "nvidia.com/gpumem": 5000}, "mig")
+    (fresh,) = await mig_devices_seen(kube, "after-restart")
+    assert fresh not in held.values()

@@ -1,0 +1,141 @@
+"""Pods that really run on the tier's node, and what their containers see.
+
+Every pod is `local/busybox:1` (the only image the node has; `imagePullPolicy: Never`).
+Its container prints its environment once, then sleeps: `container_env` reads that
+print back from the container's log through the API (the kubelet serves it), so a test
+asserts what the process in the container was given, not what the API says it should be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from migweaver.core.operator.state import PLACEMENT_GATE
+from migweaver.core.resources.allocation import ANNOTATION_ALLOCATION, Allocation, parse_allocation
+from migweaver.core.resources.models import LABEL_NODE, node_label_value
+from tests.e2e.kube_api import PODS, Kube, KubeError, meta
+
+JsonDict = dict[str, Any]
+
+GPU_MODEL = "A30-24GB"  # four 1g instances per GPU: eight 1g pods fill the node
+GPUS = 2
+ONE_G_PER_GPU = 4
+IMAGE = "local/busybox:1"
+ENV_END = "---- env printed ----"
+POD_TIMEOUT_S = 60.0
+
+
+def node_selector(node: str) -> str:
+    return f"{LABEL_NODE}={node_label_value(node)}"
+
+
+def layouts_ready(layouts: list[JsonDict], *, mig: bool) -> bool:
+    """Every MigLayout acted on its latest spec, Ready, in the given mode."""
+    return bool(layouts) and all(
+        (layout.get("status") or {}).get("observedGeneration") == meta(layout).get("generation")
+        and (layout.get("status") or {}).get("phase") == "Ready"
+        and layout["spec"].get("migEnabled", True) is mig
+        for layout in layouts
+    )
+
+
+def busybox_pod(
+    name: str,
+    limits: dict[str, int],
+    mode: str | None = None,
+    *,
+    gated: bool = True,
+    container: str = "main",
+) -> JsonDict:
+    """A pod asking these `nvidia.com/*` limits; `gated`: as the webhook leaves it."""
+    annotations = {"nvidia.com/vgpu-mode": mode} if mode else {}
+    spec: JsonDict = {
+        "terminationGracePeriodSeconds": 0,
+        "containers": [
+            {
+                "name": container,
+                "image": IMAGE,
+                "imagePullPolicy": "Never",
+                "command": ["sh", "-c", f"env | sort; echo '{ENV_END}'; exec sleep 3600"],
+                "resources": {"limits": {k: str(v) for k, v in limits.items()}},
+            }
+        ],
+    }
+    if gated:
+        spec["schedulingGates"] = [{"name": PLACEMENT_GATE}]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": spec,
+    }
+
+
+def running(pod: JsonDict | None) -> bool:
+    if pod is None:
+        return False
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return (pod.get("status") or {}).get("phase") == "Running" and all(
+        "running" in (s.get("state") or {}) for s in statuses
+    )
+
+
+async def wait_running(kube: Kube, name: str, timeout_s: float = POD_TIMEOUT_S) -> JsonDict:
+    pod = await kube.wait_for(PODS, name, running, timeout_s=timeout_s)
+    assert pod is not None
+    return pod
+
+
+async def container_log(kube: Kube, name: str, container: str = "main") -> str:
+    path = PODS.path(kube.namespace, name, "log")
+    response = await kube.api.call_api(
+        path,
+        "GET",
+        query_params=[("container", container)],
+        header_params={"Accept": "*/*"},
+        auth_settings=["BearerToken"],
+        _preload_content=False,
+    )
+    try:
+        text = await response.text()
+        if response.status != 200:
+            raise KubeError(response.status, {"message": text}, f"GET {path}")
+        return str(text)
+    finally:
+        response.close()
+
+
+async def container_env(kube: Kube, name: str, container: str = "main") -> dict[str, str]:
+    """The environment the container's process started with (from its own print)."""
+    env: dict[str, str] = {}
+    for _ in range(50):  # the log may lag the Running status by a moment
+        text = await container_log(kube, name, container)
+        if ENV_END in text:
+            for line in text.split(ENV_END)[0].splitlines():
+                key, sep, value = line.partition("=")
+                if sep:
+                    env[key] = value
+            return env
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"pod {name} printed no environment; its log: {text!r}")
+
+
+def visible_devices(env: dict[str, str]) -> list[str]:
+    return [d for d in env.get("NVIDIA_VISIBLE_DEVICES", "").split(",") if d]
+
+
+def allocation_of(pod: JsonDict) -> Allocation:
+    parsed = parse_allocation(meta(pod)["annotations"][ANNOTATION_ALLOCATION])
+    assert isinstance(parsed, Allocation), parsed
+    return parsed
+
+
+def layout_instances(layouts: list[JsonDict]) -> dict[str, JsonDict]:
+    """MIG UUID -> its `status.instances[]` entry plus its GPU's `gpuIndex`."""
+    return {
+        i["uuid"]: {**i, "gpuIndex": layout["spec"]["gpuIndex"]}
+        for layout in layouts
+        for i in (layout.get("status") or {}).get("instances") or []
+        if i.get("uuid")
+    }
