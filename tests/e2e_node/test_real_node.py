@@ -10,7 +10,7 @@ import asyncio
 import json
 from typing import Any
 
-from migweaver.core.resources.allocation import ANNOTATION_ALLOCATION, ANNOTATION_BIND_PHASE
+from migweaver.core.resources.api import ANNOTATION_ALLOCATION, ANNOTATION_BIND_PHASE
 from tests.e2e.kube_api import EVENTS, MIGLAYOUTS, NODECONFIGS, PODS, Kube, meta
 from tests.e2e_node.conftest import Cluster, wait_allocatable
 from tests.e2e_node.workloads import (

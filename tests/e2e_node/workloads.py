@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from migweaver.core.operator.state import PLACEMENT_GATE
-from migweaver.core.resources.allocation import ANNOTATION_ALLOCATION, Allocation, parse_allocation
-from migweaver.core.resources.models import LABEL_NODE, node_label_value
+from migweaver.core.resources.allocation import Allocation, parse_allocation
+from migweaver.core.resources.api import ANNOTATION_ALLOCATION, LABEL_NODE, PLACEMENT_GATE
+from migweaver.core.resources.models import node_label_value
 from tests.e2e.kube_api import PODS, Kube, KubeError, meta
 
 JsonDict = dict[str, Any]
