@@ -57,9 +57,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
     """A failing test shows the end of the agent's and the operator's logs."""
-    outcome = yield
+    outcome: Any = yield
     report: Any = outcome.get_result()
     if report.failed and TIER_DIR in Path(str(item.path)).parents:
         for component in _COMPONENTS.values():

@@ -122,7 +122,7 @@ async def test_the_seed_pod_runs_with_exactly_its_two_mig_instances(cluster: Clu
     env = await container_env(kube, "gpu-pod", "ubuntu-container")
     seen = visible_devices(env)
     (container,) = allocation_of(pod).containers
-    allocated = {d.mig_uuid: d for d in container.devices}
+    allocated = {d.mig_uuid or "": d for d in container.devices}
     assert sorted(seen) == sorted(allocated), (env, allocated)
     assert len(set(seen)) == 2
     assert all(allocated[uuid].memory_mib >= 8000 for uuid in seen)
@@ -199,6 +199,59 @@ async def test_a_gpu_pod_without_an_allocation_fails_at_the_kubelet_and_others_s
     (uuid,) = await mig_devices_seen(kube, "after-rogue")
     pod = await kube.get(PODS, "after-rogue")
     assert [d.mig_uuid for d in allocation_of(pod).containers[0].devices] == [uuid]
+
+
+# ------------------------------------------------------------- a forged allocation
+
+
+async def test_a_pod_forging_another_pods_allocation_never_starts_with_its_device(
+    cluster: Cluster,
+) -> None:
+    """A tenant copies a running pod's `migweaver.io/allocation` onto a pod of its own
+    (bind-phase `allocating`, no gate, the node named): the kubelet admits it and calls
+    Allocate, which must refuse the instance another pod holds."""
+    kube = cluster.kube
+    await run_pods(kube, ["victim"], {"nvidia.com/gpu": 1, "nvidia.com/gpumem": 5000}, "mig")
+    (uuid,) = await mig_devices_seen(kube, "victim")
+    victim = await kube.get(PODS, "victim")
+    forged = busybox_pod("forger", {"nvidia.com/gpu": 1}, "mig", gated=False)
+    forged["metadata"]["annotations"].update(
+        {
+            ANNOTATION_ALLOCATION: meta(victim)["annotations"][ANNOTATION_ALLOCATION],
+            ANNOTATION_BIND_PHASE: "allocating",
+        }
+    )
+    forged["spec"]["nodeSelector"] = {"kubernetes.io/hostname": cluster.node}
+    created = await kube.create(PODS, forged)
+
+    failed = await kube.wait_for(
+        PODS,
+        "forger",
+        lambda p: (p or {}).get("status", {}).get("phase") == "Failed",
+        timeout_s=POD_TIMEOUT_S,
+    )
+    assert failed is not None
+    status = failed["status"]
+    assert status["reason"] == "UnexpectedAdmissionError", status
+    assert f"already allocated to pod {kube.namespace}/victim" in status["message"]
+    assert not any(
+        "running" in (s.get("state") or {}) for s in status.get("containerStatuses") or []
+    )
+    assert meta(failed)["annotations"][ANNOTATION_BIND_PHASE] == "failed"
+    events = await kube.wait_for_list(
+        EVENTS,
+        lambda items: (
+            {"MigAllocateFailed", "UnexpectedAdmissionError"} <= {e["reason"] for e in items}
+        ),
+        field_selector=f"involvedObject.uid={meta(created)['uid']}",
+        timeout_s=POD_TIMEOUT_S,
+    )
+    for event in events:
+        kube.track(EVENTS, meta(event)["name"])
+
+    # The victim keeps its instance, alone.
+    assert await mig_devices_seen(kube, "victim") == [uuid]
+    await wait_instances(cluster, lambda found: held_by(found, {uuid}, f"{kube.namespace}/victim"))
 
 
 # ------------------------------------------------------------------ 2. hami-core
