@@ -161,7 +161,11 @@ async def cluster(
             label_selector=node_selector(node),
             timeout_s=START_TIMEOUT_S,
         )
-        await wait_allocatable(kube, node, lambda n: n > 0)
+        await wait_allocatable(
+            kube,
+            node,
+            lambda found: len(found) == len(GPU_RESOURCES) and found["nvidia.com/gpu"] != "0",
+        )
         yield Cluster(kube, node_kit, agent, operator, fake_state)
     finally:
         assert operator.stop() == 0, operator.log_tail()
@@ -176,17 +180,26 @@ async def cluster(
                 raise
 
 
-def allocatable_gpus(node: dict[str, Any] | None) -> int:
+GPU_RESOURCES = ("nvidia.com/gpu", "nvidia.com/gpumem", "nvidia.com/gpucores")
+
+
+def gpu_allocatable(node: dict[str, Any] | None) -> dict[str, str]:
+    """The node's allocatable GPU resources: `nvidia.com/gpu` from the kubelet (the device
+    plugin's devices), the others written by the agent."""
     allocatable = ((node or {}).get("status") or {}).get("allocatable") or {}
-    return int(allocatable.get("nvidia.com/gpu", "0"))
+    return {name: str(allocatable[name]) for name in GPU_RESOURCES if name in allocatable}
+
+
+def _offers_gpus(found: dict[str, str]) -> bool:
+    """The kubelet counts the plugin's devices and the agent wrote its resources."""
+    return set(found) == set(GPU_RESOURCES) and found["nvidia.com/gpu"] != "0"
 
 
 async def wait_allocatable(
     kube: Kube, node: str, check: Any, timeout_s: float = START_TIMEOUT_S
-) -> dict[str, Any]:
-    """The Node once `check(allocatable nvidia.com/gpu)` holds (the kubelet writes it)."""
+) -> dict[str, str]:
+    """The node's GPU allocatable once `check(it)` holds."""
     found = await kube.wait_for(
-        NODES, node, lambda n: check(allocatable_gpus(n)), timeout_s=timeout_s
+        NODES, node, lambda n: check(gpu_allocatable(n)), timeout_s=timeout_s
     )
-    assert found is not None
-    return found
+    return gpu_allocatable(found)

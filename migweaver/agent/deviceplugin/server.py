@@ -267,8 +267,9 @@ class DevicePluginServer:
         own = socket_id(self.socket_path)
         if self._server is None or own is None or own != self._own_id:
             if self._server is not None:
+                # Gone (a kubelet start wipes the directory) or another file in its place.
                 log.warning(
-                    "our socket is gone (kubelet restart?): serving again",
+                    "our socket is gone or replaced (kubelet restart?): serving again",
                     socket=str(self.socket_path),
                 )
             try:
