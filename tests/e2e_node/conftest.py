@@ -30,7 +30,13 @@ from pytest_asyncio import is_async_test
 from tests.e2e.conftest import KUBECONFIG_ENV, _isolated, kube
 from tests.e2e.kube_api import MIGLAYOUTS, NODECONFIGS, NODES, Kube, KubeError, meta
 from tests.e2e_node.processes import Component, NodeKit, free_port
-from tests.e2e_node.workloads import GPU_MODEL, GPUS, layouts_ready, node_selector
+from tests.e2e_node.workloads import (
+    GPU_MODEL,
+    GPUS,
+    MIG_NODE_OFFERS,
+    layouts_ready,
+    node_selector,
+)
 
 __all__ = ["_isolated", "kube"]
 
@@ -161,11 +167,7 @@ async def cluster(
             label_selector=node_selector(node),
             timeout_s=START_TIMEOUT_S,
         )
-        await wait_allocatable(
-            kube,
-            node,
-            lambda found: len(found) == len(GPU_RESOURCES) and found["nvidia.com/gpu"] != "0",
-        )
+        await wait_allocatable(kube, node, lambda found: found == MIG_NODE_OFFERS)
         yield Cluster(kube, node_kit, agent, operator, fake_state)
     finally:
         assert operator.stop() == 0, operator.log_tail()
@@ -188,11 +190,6 @@ def gpu_allocatable(node: dict[str, Any] | None) -> dict[str, str]:
     plugin's devices), the others written by the agent."""
     allocatable = ((node or {}).get("status") or {}).get("allocatable") or {}
     return {name: str(allocatable[name]) for name in GPU_RESOURCES if name in allocatable}
-
-
-def _offers_gpus(found: dict[str, str]) -> bool:
-    """The kubelet counts the plugin's devices and the agent wrote its resources."""
-    return set(found) == set(GPU_RESOURCES) and found["nvidia.com/gpu"] != "0"
 
 
 async def wait_allocatable(

@@ -12,6 +12,21 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 KIT=$(cd "${1:?usage: run.sh KIT [PYTEST ARGS...]}" && pwd)
 shift
+
+# The kubelet's device plugin directory is the host's fixed /var/lib/kubelet/device-plugins:
+# any agent started on this host (another test run's, with the default directory) would
+# register there and take the node's nvidia.com/gpu from ours, and the kubelet wipes the
+# directory when it starts. So the whole run happens in a mount namespace of its own, where
+# that path is a directory of this run; nothing outside sees our kubelet or our sockets.
+if [ -z "${E2E_NODE_PRIVATE_MOUNTS:-}" ] && command -v unshare >/dev/null; then
+  E2E_NODE_PRIVATE_MOUNTS=1 exec unshare --mount --propagation private "$0" "$KIT" "$@"
+fi
+if [ -n "${E2E_NODE_PRIVATE_MOUNTS:-}" ]; then
+  PLUGINS=$(mktemp -d "${TMPDIR:-/tmp}/migweaver-e2e-plugins.XXXXXX")
+  mkdir -p /var/lib/kubelet/device-plugins
+  mount --bind "$PLUGINS" /var/lib/kubelet/device-plugins
+  echo "e2e-node: /var/lib/kubelet/device-plugins is $PLUGINS for this run only"
+fi
 NODE=${E2E_NODE:-kit-node-1}
 PYTHON=${PYTHON:-.venv/bin/python}
 
@@ -23,6 +38,7 @@ stop_all() {
   "$KIT/node/down-node.sh" "$NODE" --purge || true
   "$KIT/down.sh" || true
   rm -rf "$K8S_STATE"   # our own temporary directory (the node's state is elsewhere)
+  if [ -n "${PLUGINS:-}" ]; then umount /var/lib/kubelet/device-plugins && rm -rf "$PLUGINS"; fi
 }
 trap stop_all EXIT
 

@@ -11,10 +11,11 @@ import json
 from typing import Any
 
 from migweaver.core.resources.api import ANNOTATION_ALLOCATION, ANNOTATION_BIND_PHASE
-from tests.e2e.kube_api import EVENTS, MIGLAYOUTS, NODECONFIGS, NODES, PODS, Kube, meta
-from tests.e2e_node.conftest import Cluster, gpu_allocatable, wait_allocatable
+from tests.e2e.kube_api import EVENTS, MIGLAYOUTS, NODECONFIGS, PODS, Kube, meta
+from tests.e2e_node.conftest import Cluster, wait_allocatable
 from tests.e2e_node.workloads import (
     GPUS,
+    MIG_NODE_OFFERS,
     ONE_G_PER_GPU,
     POD_TIMEOUT_S,
     allocation_of,
@@ -297,6 +298,7 @@ async def test_a_hami_core_pod_sees_its_gpu_and_its_memory_and_core_limits(
             label_selector=node_selector(cluster.node),
             timeout_s=POD_TIMEOUT_S,
         )
+        await wait_allocatable(kube, cluster.node, lambda found: found == MIG_NODE_OFFERS)
 
 
 # ------------------------------------------------------------------ 5. restarts
@@ -310,13 +312,13 @@ async def test_after_a_kubelet_restart_the_agent_registers_again_and_pods_keep_d
     before = await wait_running(kube, "survivor")
     (uuid,) = await mig_devices_seen(kube, "survivor")
     container_id = before["status"]["containerStatuses"][0]["containerID"]
-    offered = gpu_allocatable(await kube.get(NODES, cluster.node))
+    await wait_allocatable(kube, cluster.node, lambda found: found == MIG_NODE_OFFERS)
 
     await asyncio.to_thread(cluster.kit.restart_kubelet)
 
     # The kubelet wiped the device plugin directory: the agent must register again for
     # the node to offer nvidia.com/gpu at all.
-    await wait_allocatable(kube, cluster.node, lambda found: found == offered)
+    await wait_allocatable(kube, cluster.node, lambda found: found == MIG_NODE_OFFERS)
     after = await wait_running(kube, "survivor")
     status = after["status"]["containerStatuses"][0]
     assert status["containerID"] == container_id
@@ -343,12 +345,12 @@ async def test_an_agent_restart_destroys_nothing_in_use(cluster: Cluster) -> Non
     )
     history_before = len(json.loads(cluster.fake_state.read_text())["history"])
     in_use = {(instances[u]["gpuIndex"], instances[u]["gpuInstanceId"]) for u in held.values()}
-    offered = gpu_allocatable(await kube.get(NODES, cluster.node))
+    await wait_allocatable(kube, cluster.node, lambda found: found == MIG_NODE_OFFERS)
 
     await asyncio.to_thread(cluster.agent.restart)
     await cluster.agent.wait_ready()
     # A clean stop takes the agent's resources off the node; the new agent puts them back.
-    await wait_allocatable(kube, cluster.node, lambda found: found == offered)
+    await wait_allocatable(kube, cluster.node, lambda found: found == MIG_NODE_OFFERS)
 
     for name, uuid in held.items():
         pod = await wait_running(kube, name)

@@ -21,6 +21,14 @@ JsonDict = dict[str, Any]
 GPU_MODEL = "A30-24GB"  # four 1g instances per GPU: eight 1g pods fill the node
 GPUS = 2
 ONE_G_PER_GPU = 4
+GPU_MEMORY_MIB = 24576
+MIG_NODE_OFFERS = {
+    "nvidia.com/gpu": str(GPUS * ONE_G_PER_GPU),  # in MIG mode, one device id per memory slot
+    "nvidia.com/gpumem": str(GPUS * GPU_MEMORY_MIB),
+    "nvidia.com/gpucores": str(GPUS * 100),
+}
+"""The node's GPU allocatable in MIG mode: the kubelet's count of the plugin's devices and
+the agent's resources."""
 IMAGE = "local/busybox:1"
 ENV_END = "---- env printed ----"
 POD_TIMEOUT_S = 60.0
