@@ -33,6 +33,7 @@ from tests.e2e_node.processes import Component, NodeKit, free_port
 from tests.e2e_node.workloads import (
     GPU_MODEL,
     GPUS,
+    HAMI_CORE_STAND_IN,
     MIG_NODE_OFFERS,
     layouts_ready,
     node_selector,
@@ -106,6 +107,9 @@ async def cluster(
     node = node_kit.node
     logs = tmp_path_factory.mktemp("logs")
     fake_state = logs / "fake-gpus.json"
+    # A stand-in for HAMi-core's libvgpu.so: the tests check it is what containers see.
+    hami_core_lib = logs / "libvgpu.so"
+    hami_core_lib.write_text(f"{HAMI_CORE_STAND_IN}\n")
     found = await kube.get(NODES, node)
     assert found is not None, f"no Node {node}"
     config_name = kube.name(f"{node}-mig")
@@ -128,6 +132,8 @@ async def cluster(
             f"--fake-gpus={GPU_MODEL}:{GPUS}",
             "--fake-mig-enabled",
             f"--fake-state={fake_state}",
+            f"--hami-core-dir={logs / 'vgpu'}",
+            f"--hami-core-lib={hami_core_lib}",
             f"--node-name={node}",
             f"--kubeconfig={kube.kubeconfig}",
             "--resync=2",

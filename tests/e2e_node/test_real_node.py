@@ -15,12 +15,15 @@ from tests.e2e.kube_api import EVENTS, MIGLAYOUTS, NODECONFIGS, PODS, Kube, meta
 from tests.e2e_node.conftest import Cluster, wait_allocatable
 from tests.e2e_node.workloads import (
     GPUS,
+    HAMI_CORE_CACHE,
+    HAMI_CORE_STAND_IN,
     MIG_NODE_OFFERS,
     ONE_G_PER_GPU,
     POD_TIMEOUT_S,
     allocation_of,
     busybox_pod,
     container_env,
+    container_report,
     layout_instances,
     layouts_ready,
     node_selector,
@@ -125,7 +128,8 @@ async def test_the_seed_pod_runs_with_exactly_its_two_mig_instances(cluster: Clu
     await kube.create(PODS, busybox_pod("gpu-pod", limits, "mig", container="ubuntu-container"))
     pod = await wait_running(kube, "gpu-pod")
 
-    env = await container_env(kube, "gpu-pod", "ubuntu-container")
+    env, files = await container_report(kube, "gpu-pod", "ubuntu-container")
+    assert files == {}, "HAMi-core is for hami-core containers only"
     seen = visible_devices(env)
     (container,) = allocation_of(pod).containers
     allocated = {d.mig_uuid or "": d for d in container.devices}
@@ -279,7 +283,7 @@ async def test_a_hami_core_pod_sees_its_gpu_and_its_memory_and_core_limits(
         limits = {"nvidia.com/gpu": 1, "nvidia.com/gpumem": 3000, "nvidia.com/gpucores": 30}
         await run_pods(kube, ["shared"], limits, "hami-core")
 
-        env = await container_env(kube, "shared")
+        env, files = await container_report(kube, "shared")
         pod = await kube.get(PODS, "shared")
         (device,) = allocation_of(pod).containers[0].devices
         assert device.mode == "hami-core"
@@ -287,6 +291,13 @@ async def test_a_hami_core_pod_sees_its_gpu_and_its_memory_and_core_limits(
         assert device.gpu_uuid.startswith("GPU-")
         assert env["CUDA_DEVICE_MEMORY_LIMIT_0"] == "3000m"
         assert env["CUDA_DEVICE_SM_LIMIT"] == "30"
+        # HAMi-core's library, preloaded into every process, and its cache directory.
+        assert files == {
+            "/etc/ld.so.preload": "/usr/local/vgpu/libvgpu.so",
+            "/usr/local/vgpu/libvgpu.so": HAMI_CORE_STAND_IN,
+            HAMI_CORE_CACHE: "writable",
+        }
+        assert env["CUDA_DEVICE_MEMORY_SHARED_CACHE"].startswith(f"{HAMI_CORE_CACHE}/")
         gpu_uuids = {layout["spec"]["gpuUUID"] for layout in await layouts(cluster)}
         assert device.gpu_uuid in gpu_uuids
     finally:

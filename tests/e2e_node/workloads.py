@@ -30,7 +30,24 @@ MIG_NODE_OFFERS = {
 """The node's GPU allocatable in MIG mode: the kubelet's count of the plugin's devices and
 the agent's resources."""
 IMAGE = "local/busybox:1"
+FILES = "---- files ----"
 ENV_END = "---- env printed ----"
+HAMI_CORE_FILES = ("/etc/ld.so.preload", "/usr/local/vgpu/libvgpu.so")
+HAMI_CORE_CACHE = "/usr/local/vgpu"
+HAMI_CORE_STAND_IN = "migweaver e2e stand-in for HAMi-core's libvgpu.so"
+# What each container runs: its environment, the first line of HAMi-core's files where
+# they are mounted, whether HAMi-core's cache directory is writable; then it sleeps.
+REPORT = "; ".join(
+    [
+        "env | sort",
+        f"echo '{FILES}'",
+        f"for f in {' '.join(HAMI_CORE_FILES)}; do "
+        '[ -f "$f" ] && echo "$f=$(head -n 1 "$f")"; done',
+        f"touch {HAMI_CORE_CACHE}/.probe 2>/dev/null && echo '{HAMI_CORE_CACHE}=writable'",
+        f"echo '{ENV_END}'",
+        "exec sleep 3600",
+    ]
+)
 POD_TIMEOUT_S = 60.0
 
 
@@ -65,7 +82,7 @@ def busybox_pod(
                 "name": container,
                 "image": IMAGE,
                 "imagePullPolicy": "Never",
-                "command": ["sh", "-c", f"env | sort; echo '{ENV_END}'; exec sleep 3600"],
+                "command": ["sh", "-c", REPORT],
                 "resources": {"limits": {k: str(v) for k, v in limits.items()}},
             }
         ],
@@ -114,19 +131,34 @@ async def container_log(kube: Kube, name: str, container: str = "main") -> str:
         response.close()
 
 
-async def container_env(kube: Kube, name: str, container: str = "main") -> dict[str, str]:
-    """The environment the container's process started with (from its own print)."""
-    env: dict[str, str] = {}
+async def container_report(
+    kube: Kube, name: str, container: str = "main"
+) -> tuple[dict[str, str], dict[str, str]]:
+    """What the container's process saw at start: its environment, and the HAMi-core
+    files and directory it found (path -> first line, or `writable`)."""
+    text = ""
     for _ in range(50):  # the log may lag the Running status by a moment
         text = await container_log(kube, name, container)
         if ENV_END in text:
-            for line in text.split(ENV_END)[0].splitlines():
-                key, sep, value = line.partition("=")
-                if sep:
-                    env[key] = value
-            return env
+            env_part, _, files_part = text.split(ENV_END)[0].partition(FILES)
+            return _pairs(env_part), _pairs(files_part)
         await asyncio.sleep(0.2)
-    raise AssertionError(f"pod {name} printed no environment; its log: {text!r}")
+    raise AssertionError(f"pod {name} printed no report; its log: {text!r}")
+
+
+async def container_env(kube: Kube, name: str, container: str = "main") -> dict[str, str]:
+    """The environment the container's process started with (from its own print)."""
+    env, _ = await container_report(kube, name, container)
+    return env
+
+
+def _pairs(text: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            pairs[key] = value
+    return pairs
 
 
 def visible_devices(env: dict[str, str]) -> list[str]:
