@@ -137,8 +137,15 @@ async def container_report(
     """What the container's process saw at start: its environment, and the HAMi-core
     files and directory it found (path -> first line, or `writable`)."""
     text = ""
-    for _ in range(50):  # the log may lag the Running status by a moment
-        text = await container_log(kube, name, container)
+    for _ in range(100):
+        # The log may lag the Running status by a moment, and a kubelet that has just
+        # started answers 404 for pods it has not taken up again yet.
+        try:
+            text = await container_log(kube, name, container)
+        except KubeError as exc:
+            if exc.status not in (404, 500, 502, 503):
+                raise
+            text = str(exc)
         if ENV_END in text:
             env_part, _, files_part = text.split(ENV_END)[0].partition(FILES)
             return _pairs(env_part), _pairs(files_part)
