@@ -126,6 +126,7 @@ class Operator:
         self._unplaced = False
         self._config_lock = asyncio.Lock()
         self._left_out: dict[str, str] = {}
+        self._ignored: dict[str, str] = {}
 
     def request_defaults(self) -> RequestDefaults:
         """Resource names and request defaults of the configuration in force."""
@@ -338,16 +339,29 @@ class Operator:
 
     async def _releases(self, state: ClusterState) -> bool:
         wrote = False
+        self._report_ignored(state)
         owners = instance_owners(state)
         for waiting in state.waiting:
             if waiting.reservation is None:
                 continue
-            allocation = ready_allocation(waiting.key, waiting.reservation, state, owners)
+            uid = str(metadata_of(waiting.body).get("uid") or "")
+            allocation = ready_allocation(waiting.key, waiting.reservation, state, owners, uid=uid)
             if isinstance(allocation, NotReady):
                 log.debug("pod waits for its instances", pod=waiting.key, reason=allocation.reason)
                 continue
             wrote = await self._release(waiting, allocation, state) or wrote
         return wrote
+
+    def _report_ignored(self, state: ClusterState) -> None:
+        """Log each dropped reservation once per reason (docs/security.md)."""
+        for key, why in state.ignored_reservations.items():
+            if self._ignored.get(key) != why:
+                log.warning(
+                    "pod %s: reservation annotation ignored, the pod is planned afresh: %s",
+                    key,
+                    why,
+                )
+        self._ignored = dict(state.ignored_reservations)
 
     async def _release(
         self, waiting: WaitingPod, allocation: Allocation, state: ClusterState

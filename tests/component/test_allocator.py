@@ -59,7 +59,9 @@ def allocation(uuid: str = "MIG-1") -> str:
         "migUUID": uuid,
         "memoryMiB": 9728,
     }
-    return json.dumps({"node": NODE, "containers": [{"name": "main", "devices": [device]}]})
+    return json.dumps(
+        {"node": NODE, "podUID": "uid-p", "containers": [{"name": "main", "devices": [device]}]}
+    )
 
 
 def pod(name: str = "p", alloc: str | None = None) -> JsonDict:
@@ -67,7 +69,9 @@ def pod(name: str = "p", alloc: str | None = None) -> JsonDict:
         ANNOTATION_ALLOCATION: alloc or allocation(),
         ANNOTATION_BIND_PHASE: "allocating",
     }
-    return builders.gpu_pod(name, "default", annotations=annotations, node_name=NODE)
+    return builders.gpu_pod(
+        name, "default", annotations=annotations, node_name=NODE, uid=f"uid-{name}"
+    )
 
 
 class RacingPods(MemoryPods):

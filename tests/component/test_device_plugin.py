@@ -177,6 +177,11 @@ def mig_device(backend: FakeBackend, gpu: int, instance: dict[str, Any]) -> dict
     }
 
 
+def bound_to(alloc: str, uid: str) -> str:
+    """The allocation as the operator writes it on the pod with this UID."""
+    return json.dumps({**json.loads(alloc), "podUID": uid})
+
+
 def allocation(containers: dict[str, list[dict[str, Any]]]) -> str:
     return json.dumps(
         {"node": NODE, "containers": [{"name": n, "devices": d} for n, d in containers.items()]}
@@ -190,15 +195,19 @@ def pod(
     alloc: str | None = None,
     phase: str = "allocating",
     bind_time: int = 1000,
+    created: str = "2026-01-01T00:00:00Z",
+    uid: str | None = None,
 ) -> dict[str, Any]:
     annotations = {ANNOTATION_BIND_PHASE: phase, ANNOTATION_BIND_TIME: str(bind_time)}
+    uid = uid or f"uid-{name}"
     if alloc is not None:
-        annotations[ANNOTATION_ALLOCATION] = alloc
+        annotations[ANNOTATION_ALLOCATION] = bound_to(alloc, uid)
     return builders.pod(
         name,
         "default",
+        uid=uid,
         annotations=annotations,
-        created="2026-01-01T00:00:00Z",
+        created=created,
         node_name=NODE,
         containers=[
             builders.container(c, limits=builders.gpu_limits(n)) for c, n in containers.items()
@@ -211,9 +220,10 @@ def seed_pod(alloc: str) -> dict[str, Any]:
     """examples/pod-seed.yaml as the operator leaves it: annotated and bound to the node."""
     manifest = yaml.safe_load(SEED_POD.read_text())
     manifest["metadata"]["namespace"] = "default"
+    manifest["metadata"]["uid"] = "uid-seed"
     manifest["metadata"]["annotations"].update(
         {
-            ANNOTATION_ALLOCATION: alloc,
+            ANNOTATION_ALLOCATION: bound_to(alloc, "uid-seed"),
             ANNOTATION_BIND_PHASE: "allocating",
             ANNOTATION_BIND_TIME: "1000",
         }
@@ -382,9 +392,7 @@ def hami_core_host(root: Path, *, installed: bool = True) -> HamiCoreHost:
 
 def hami_core_pod(name: str, backend: FakeBackend, uid: str) -> dict[str, Any]:
     share = {"gpuUUID": backend.uuid(1), "gpuIndex": 1, "mode": "hami-core", "memoryMiB": 8000}
-    obj = pod(name, {"main": 1}, alloc=allocation({"main": [{**share, "cores": 30}]}))
-    obj["metadata"]["uid"] = uid
-    return obj
+    return pod(name, {"main": 1}, alloc=allocation({"main": [{**share, "cores": 30}]}), uid=uid)
 
 
 async def test_hami_core_allocate_mounts_the_library_preload_and_cache_with_the_limits(
@@ -485,8 +493,10 @@ async def test_the_oldest_waiting_pod_is_served_first(plugin_dir: Path) -> None:
     async with running(backend, plugin_dir) as node:
         instances = await node.plan(0, "1g.10gb@0", "1g.10gb@1")
         old, new = (allocation({"main": [mig_device(backend, 0, i)]}) for i in instances)
-        await node.pods.add(pod("newer", {"main": 1}, alloc=new, bind_time=2000))
-        await node.pods.add(pod("older", {"main": 1}, alloc=old, bind_time=1000))
+        # Ordered by what the control plane writes (creation here), never by bind-time.
+        newer = pod("newer", {"main": 1}, alloc=new, bind_time=1, created="2026-01-01T00:00:09Z")
+        await node.pods.add(newer)
+        await node.pods.add(pod("older", {"main": 1}, alloc=old, bind_time=2000))
         response = await node.kubelet.allocate(await node.device_ids(1))
         assert (
             response.container_responses[0].envs["NVIDIA_VISIBLE_DEVICES"] == instances[0]["uuid"]

@@ -185,6 +185,7 @@ def pod(
     *,
     gpu: int = 1,
     mem: int | None = 8000,
+    cores: int | None = None,
     mode: str | None = "mig",
     gated: bool = True,
     extra_gates: tuple[str, ...] = (),
@@ -197,13 +198,15 @@ def pod(
     namespace: str = "default",
     created: str = "2024-01-01T00:00:00Z",
 ) -> JsonDict:
-    limits = builders.gpu_limits(gpu, mem)
+    limits = builders.gpu_limits(gpu, mem, cores=cores)
     annotations: JsonDict = {}
     if mode is not None:
         annotations["nvidia.com/vgpu-mode"] = mode
     if reserved is not None:
         annotations[ANNOTATION_RESERVATION] = reserved.to_annotation()
     if allocated is not None:
+        if not allocated.pod_uid:  # as the operator writes it: bound to this pod
+            allocated = allocated.model_copy(update={"pod_uid": f"uid-{name}"})
         annotations[ANNOTATION_ALLOCATION] = allocated.to_annotation()
         annotations[ANNOTATION_BIND_PHASE] = bind_phase or "success"
     gates = [*([PLACEMENT_GATE] if gated else []), *extra_gates]

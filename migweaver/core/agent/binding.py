@@ -12,8 +12,15 @@ The kubelet passes device ids, not the pod (the device plugin API has no pod in
    containers it answered: the kubelet allocates a pod's containers in order);
 3. the candidate matches when its next container asks for exactly as many
    `nvidia.com/gpu` as the kubelet sent device ids;
-4. among matches, the oldest `migweaver.io/bind-time` wins (then the oldest pod, then the
-   name), since the operator releases pods to the scheduler in that order.
+4. among matches, the pod the scheduler bound first wins (its `PodScheduled` condition),
+   then the oldest pod, then the UID: what only the control plane writes, never the
+   tenant-writable `migweaver.io/bind-time`, since the kubelet admits pods in the order
+   they were bound to it.
+
+A pod is a candidate only while its allocation is bound to it (`bound_allocation`: it
+names the pod's own UID, and the pod asks for `nvidia.com/gpu`): a pod carrying an
+allocation written for another pod, or by no operator, never matches, so it can neither
+take devices nor stand in for the pod the kubelet is admitting.
 
 The matched container's devices come from the pod's `migweaver.io/allocation`; each must
 still be on this node as allocated (a MIG UUID that still exists, at its placement, on a
@@ -33,23 +40,24 @@ from migweaver.core.mig.profiles import Placement
 from migweaver.core.resources.allocation import (
     BIND_ALLOCATING,
     BIND_SUCCESS,
+    RESOURCE_GPU,
     AllocatedDevice,
     Allocation,
     AllocationError,
     ContainerAllocation,
+    bound_allocation,
+    gpu_containers,
     parse_allocation,
-    parse_bind_time,
+    pod_allocation,
     pod_is_terminal,
     pod_key,
 )
 from migweaver.core.resources.api import (
     ANNOTATION_ALLOCATION,
     ANNOTATION_BIND_PHASE,
-    ANNOTATION_BIND_TIME,
     annotations_of,
 )
 from migweaver.core.resources.bodies import PodBody
-from migweaver.core.resources.requests import parse_quantity
 
 __all__ = [
     "CDI_KIND",
@@ -70,7 +78,6 @@ __all__ = [
     "verify_devices",
 ]
 
-RESOURCE_GPU: Final = "nvidia.com/gpu"
 CDI_KIND: Final = "nvidia.com/gpu"
 """CDI device kind of the NVIDIA Container Toolkit's generated spec (`nvidia-ctk cdi`)."""
 
@@ -180,34 +187,6 @@ class ContainerGrant:
 # ------------------------------------------------------------------------------- match
 
 
-def gpu_containers(pod: PodBody, resource: str = RESOURCE_GPU) -> list[tuple[str, int]]:
-    """`(name, count)` of the pod's containers that ask for `resource`, in spec order.
-
-    The count is what the kubelet allocates: the limit (extended resources have equal
-    requests and limits), else the request. Unreadable values count as 0: such a pod was
-    refused by the API server or the kubelet long before it reaches `Allocate`.
-    """
-    spec = pod.get("spec")
-    containers = spec.get("containers") if isinstance(spec, Mapping) else None
-    result: list[tuple[str, int]] = []
-    for container in containers if isinstance(containers, list) else []:
-        if not isinstance(container, Mapping):
-            continue
-        resources = container.get("resources")
-        res = resources if isinstance(resources, Mapping) else {}
-        count = 0
-        for section in (res.get("limits"), res.get("requests")):
-            if isinstance(section, Mapping) and resource in section:
-                try:
-                    count = parse_quantity(section[resource])
-                except ValueError:
-                    count = 0
-                break
-        if count > 0:
-            result.append((str(container.get("name") or ""), count))
-    return result
-
-
 def _waiting(pod: PodBody) -> bool:
     meta = pod.get("metadata")
     deleting = isinstance(meta, Mapping) and meta.get("deletionTimestamp")
@@ -218,12 +197,27 @@ def _waiting(pod: PodBody) -> bool:
     )
 
 
-def _order(pod: PodBody) -> tuple[int, int, str, str]:
-    # Pods without a readable bind-time go last, then by creation (RFC 3339 sorts as text).
-    bind_time = parse_bind_time(annotations_of(pod).get(ANNOTATION_BIND_TIME))
+def _order(pod: PodBody) -> tuple[str, str, str]:
+    # Only what the control plane writes: the scheduler's PodScheduled transition (pods
+    # status, which a tenant with the `edit` role cannot write), the creation time and the
+    # UID (RFC 3339 in one format sorts as text).
     meta = pod.get("metadata")
-    created = str(meta.get("creationTimestamp") or "") if isinstance(meta, Mapping) else ""
-    return (0 if bind_time is not None else 1, bind_time or 0, created, pod_key(pod))
+    m = meta if isinstance(meta, Mapping) else {}
+    created = str(m.get("creationTimestamp") or "")
+    return (_scheduled_at(pod) or created, created, str(m.get("uid") or ""))
+
+
+def _scheduled_at(pod: PodBody) -> str:
+    status = pod.get("status")
+    conditions = status.get("conditions") if isinstance(status, Mapping) else None
+    for condition in conditions if isinstance(conditions, list) else []:
+        if (
+            isinstance(condition, Mapping)
+            and condition.get("type") == "PodScheduled"
+            and condition.get("status") == "True"
+        ):
+            return str(condition.get("lastTransitionTime") or "")
+    return ""
 
 
 def match_container(
@@ -242,11 +236,19 @@ def match_container(
     """
     done = progress or {}
     waiting: list[str] = []
-    candidates: list[tuple[tuple[int, int, str, str], PodBody, str, tuple[str, ...]]] = []
+    ignored: list[str] = []
+    candidates: list[tuple[tuple[str, str, str], PodBody, str, tuple[str, ...]]] = []
     for pod in pods:
         if not _waiting(pod):
             continue
         ref = PodRef.of(pod)
+        # A malformed allocation stays a candidate (the pod gets the error that names the
+        # field); one that parses but is not bound to the pod is no candidate at all.
+        if isinstance(pod_allocation(pod), Allocation):
+            bound = bound_allocation(pod)
+            if isinstance(bound, AllocationError):
+                ignored.append(f"{ref.key} ({bound})")
+                continue
         todo = [
             (name, count)
             for name, count in gpu_containers(pod)
@@ -260,6 +262,8 @@ def match_container(
             candidates.append((_order(pod), pod, name, rest))
     if not candidates:
         why = "; waiting: " + ", ".join(sorted(waiting)) if waiting else "; no pod is waiting"
+        if ignored:
+            why += "; ignored: " + ", ".join(sorted(ignored))
         return BindError(
             BindErrorCode.NOT_FOUND,
             f"no pod on node {node} with {ANNOTATION_BIND_PHASE}={BIND_ALLOCATING} waits for "
@@ -300,16 +304,20 @@ def match_container(
 
 
 def other_holders(pods: Iterable[PodBody], node: str, exclude_uid: str) -> dict[str, str]:
-    """MIG UUID -> `ns/name` of other live pods that already got the device (`success`)."""
+    """MIG UUID -> `ns/name` of other live pods that hold the device: released to this node
+    (`allocating`, not answered yet) or answered (`success`), through an allocation bound
+    to them (`bound_allocation`). A pod at `allocating` counts: two pods named one
+    instance only through an operator bug or a forgery, and neither may then take it from
+    the other."""
     holders: dict[str, str] = {}
     for pod in sorted(pods, key=pod_key):
         ref = PodRef.of(pod)
         annotations = annotations_of(pod)
         if ref.uid == exclude_uid or pod_is_terminal(pod):
             continue
-        if annotations.get(ANNOTATION_BIND_PHASE) != BIND_SUCCESS:
+        if annotations.get(ANNOTATION_BIND_PHASE) not in (BIND_SUCCESS, BIND_ALLOCATING):
             continue
-        allocation = parse_allocation(annotations.get(ANNOTATION_ALLOCATION))
+        allocation = bound_allocation(pod)
         if not isinstance(allocation, Allocation) or allocation.node != node:
             continue
         for device in allocation.devices:

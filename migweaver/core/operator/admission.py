@@ -34,9 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from migweaver.core.resources.api import (
-    ANNOTATION_ALLOCATION,
     PLACEMENT_GATE,
-    annotations_of,
     escape_pointer,
 )
 from migweaver.core.resources.requests import DEFAULTS, RequestDefaults, wants_gpu
@@ -86,9 +84,9 @@ def mutate_pod(pod: Mapping[str, Any], defaults: RequestDefaults = DEFAULTS) -> 
     if not wants_gpu(pod, defaults):
         names = ", ".join(defaults.gpu_resources)
         return Mutation((), f"asks for no GPU (none of {names} in any container)")
-    if ANNOTATION_ALLOCATION in annotations_of(pod):
-        reason = f"already has {ANNOTATION_ALLOCATION}: placed by the operator"
-        return Mutation((), reason, asks_gpu=True)
+    # A new pod is never placed already: the operator writes allocations on pods it
+    # released, never on pods being created. One created with an allocation of its own
+    # is gated like any other (docs/security.md); the admission policy refuses it anyway.
     spec = _spec(pod)
     if spec.get("nodeName"):
         return Mutation(

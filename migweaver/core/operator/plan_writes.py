@@ -177,17 +177,21 @@ def plan_writes(plan: Plan, state: ClusterState, snapshot: Snapshot) -> PlanWrit
     """The writes that carry out `plan`, made from `state` (and its `snapshot`)."""
     writes = _layout_writes(plan, state, snapshot)
     for waiting in state.waiting:
-        if isinstance(waiting.demand, InvalidRequest):
-            writes.unplaceable[waiting.key] = f"invalid GPU request: {waiting.demand.message}"
-            continue
         result = plan.pods.get(waiting.key)
-        if isinstance(result, Unplaceable):
-            writes.unplaceable[waiting.key] = result.reason
-            # An old reservation that no longer serves the pod was released by the plan.
-            if waiting.reservation is not None:
-                write = _pod_write(waiting, None)
-                if write is not None:
-                    writes.pods.append(write)
+        unplaceable = (
+            f"invalid GPU request: {waiting.demand.message}"
+            if isinstance(waiting.demand, InvalidRequest)
+            else result.reason
+            if isinstance(result, Unplaceable)
+            else None
+        )
+        if unplaceable is not None:
+            writes.unplaceable[waiting.key] = unplaceable
+            # An old reservation that no longer serves the pod was released by the plan;
+            # one the operator ignored (docs/security.md) goes too.
+            write = _pod_write(waiting, None)
+            if write is not None:
+                writes.pods.append(write)
         elif isinstance(result, Assignment):
             if result.node is None:
                 writes.ungate.append(waiting.key)

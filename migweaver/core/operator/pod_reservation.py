@@ -16,7 +16,9 @@ before the agent creates it); a hami-core device is a share of the whole GPU. Wh
 pod is released the annotation is removed and `migweaver.io/allocation` takes its place.
 
 Pure: parsing never raises; an annotation that does not parse reads as no reservation
-(the pod is planned afresh, which is always safe).
+(the pod is planned afresh, which is always safe). So does one that does not fit the
+pod's own demand (`reservation_problem`): a reservation is never released on trust,
+whoever wrote it (docs/security.md).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from migweaver.core.resources.allocation import DeviceMode
 from migweaver.core.resources.api import ANNOTATION_RESERVATION, annotations_of
 from migweaver.core.resources.bodies import PodBody
 from migweaver.core.resources.models import PlacementModel
+from migweaver.core.resources.requests import PodDemand
 
 __all__ = [
     "ContainerReservation",
@@ -38,6 +41,7 @@ __all__ = [
     "parse_reservation",
     "pod_reservation",
     "reservation_from_assignment",
+    "reservation_problem",
 ]
 
 
@@ -124,3 +128,48 @@ def reservation_from_assignment(assignment: Assignment) -> PodReservation | None
             if c.devices
         ],
     )
+
+
+def reservation_problem(demand: PodDemand, reservation: PodReservation) -> str | None:
+    """Why `reservation` cannot be the plan of a pod with this demand; None when it can.
+
+    The operator writes reservations exactly as the planner made them, so one that is not
+    what a plan gives this pod was not written by it: the GPU containers and their device
+    counts must be the pod's, every device of a kind the pod accepts, a hami-core share
+    exactly the memory (in MiB, when the pod asks MiB; more than 0 for a percentage) and
+    the cores the pod asks, a MIG device a profile at a placement (which must then exist,
+    Ready and owned by no other pod: `release.ready_allocation`). Such a reservation is
+    dropped and the pod planned afresh.
+    """
+    wanted = {c.name: c for c in demand.containers}
+    given = {c.name: c for c in reservation.containers}
+    if set(wanted) != set(given):
+        return (
+            f"reserves devices for containers {', '.join(sorted(given)) or 'none'}; "
+            f"the pod's GPU containers are {', '.join(sorted(wanted)) or 'none'}"
+        )
+    for name, container in wanted.items():
+        devices = given[name].devices
+        if len(devices) != container.count:
+            return f"container {name}: {len(devices)} devices reserved, it asks {container.count}"
+        for device in devices:
+            if demand.mode is not None and device.mode != demand.mode.value:
+                return f"container {name}: a {device.mode} device, the pod asks {demand.mode}"
+            problem = _device_problem(device, container.memory_mib, container.cores)
+            if problem is not None:
+                return f"container {name}: {problem}"
+    return None
+
+
+def _device_problem(device: ReservedDevice, memory_mib: int | None, cores: int) -> str | None:
+    if device.mode == "hami-core":
+        if device.memory_mib <= 0:
+            return "a hami-core share of 0 MiB (no memory limit)"
+        if memory_mib is not None and device.memory_mib != memory_mib:
+            return f"a hami-core share of {device.memory_mib} MiB, it asks {memory_mib} MiB"
+        if device.cores != cores:
+            return f"a hami-core share of {device.cores} % cores, it asks {cores} %"
+        return None
+    if device.profile is None or device.placement is None:
+        return "a MIG device without a profile and placement"
+    return None

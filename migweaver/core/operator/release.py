@@ -129,8 +129,13 @@ def ready_allocation(
     reservation: PodReservation,
     state: ClusterState,
     owners: Mapping[tuple[str, int, Placement], str] | None = None,
+    *,
+    uid: str,
 ) -> Allocation | NotReady:
     """The pod's allocation when every reserved device is Ready, else why it waits.
+
+    The allocation names the pod's `uid`: only this pod may hold its devices
+    (`allocation.bound_allocation`).
 
     `owners` (`operator_state.instance_owners`, computed once per round) says which pod
     each reserved or allocated instance belongs to: a pod whose reserved instance belongs
@@ -146,7 +151,7 @@ def ready_allocation(
                 return NotReady(pod, result)
             devices.append(result)
         containers.append(ContainerAllocation(name=container.name, devices=devices))
-    return Allocation(node=reservation.node, containers=containers)
+    return Allocation(node=reservation.node, pod_uid=uid, containers=containers)
 
 
 def _gates_after(pod: PodBody) -> list[dict[str, str]] | None:

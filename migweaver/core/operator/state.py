@@ -30,12 +30,16 @@ from pydantic import ValidationError
 from migweaver.core.mig.geometry import PlacedInstance
 from migweaver.core.mig.profiles import Placement, normalize_profile_name
 from migweaver.core.operator.metric_rows import short_error
-from migweaver.core.operator.pod_reservation import PodReservation, pod_reservation
+from migweaver.core.operator.pod_reservation import (
+    PodReservation,
+    pod_reservation,
+    reservation_problem,
+)
 from migweaver.core.planning.snapshot import GpuKey, Share, Snapshot, snapshot_from_layouts
 from migweaver.core.resources.allocation import (
     BIND_FAILED,
     Allocation,
-    pod_allocation,
+    bound_allocation,
     pod_is_terminal,
     pod_key,
 )
@@ -144,6 +148,10 @@ class ClusterState:
     """Released pods that still hold their devices (not ended, bind-phase not failed)."""
     by_gpu: dict[GpuKey, str] = field(default_factory=dict)
     """(node, GPU index) -> MigLayout name (the first by name if two claim one GPU)."""
+    ignored_reservations: dict[str, str] = field(default_factory=dict)
+    """Waiting pods whose reservation annotation was dropped (pod -> why): it does not fit
+    the pod's demand, or names an instance another waiting pod's reservation names too.
+    The pod is planned afresh; such a reservation is never released."""
 
     def layout_at(self, node: str, gpu_index: int) -> tuple[str, MigLayout] | None:
         name = self.by_gpu.get((node, gpu_index))
@@ -208,18 +216,32 @@ def cluster_state(
 
     waiting: list[WaitingPod] = []
     allocations: dict[str, Allocation] = {}
+    ignored: dict[str, str] = {}
     for pod in sorted(pods, key=pod_key):
         key = pod_key(pod)
         if has_placement_gate(pod):
             if is_deleting(pod) or pod_is_terminal(pod):
                 continue
-            waiting.append(WaitingPod(key, pod, parse_pod(pod, defaults), pod_reservation(pod)))
+            demand = parse_pod(pod, defaults)
+            reservation = pod_reservation(pod)
+            if reservation is not None:
+                problem = (
+                    reservation_problem(demand, reservation)
+                    if isinstance(demand, PodDemand)
+                    else "the pod's request is invalid"
+                )
+                if problem is not None:
+                    ignored[key] = problem
+                    reservation = None
+            waiting.append(WaitingPod(key, pod, demand, reservation))
             continue
         if pod_is_terminal(pod) or annotations_of(pod).get(ANNOTATION_BIND_PHASE) == BIND_FAILED:
             continue
-        allocation = pod_allocation(pod)
+        # Only an allocation written for this pod, which asks for a GPU, holds anything.
+        allocation = bound_allocation(pod)
         if isinstance(allocation, Allocation):
             allocations[key] = allocation
+    waiting = _drop_contested(waiting, ignored)
     by_gpu: dict[GpuKey, str] = {}
     for name in sorted(parsed):
         spec = parsed[name].spec
@@ -237,7 +259,39 @@ def cluster_state(
         invalid_configs=invalid_configs,
         waiting=tuple(waiting),
         allocations=allocations,
+        ignored_reservations=ignored,
     )
+
+
+def _drop_contested(waiting: list[WaitingPod], ignored: dict[str, str]) -> list[WaitingPod]:
+    """Drop the reservations of waiting pods that name one MIG instance between them.
+
+    A plan never reserves one instance for two pods, so a second claim comes from a
+    forged annotation (or a hand-over gone wrong): neither pod is released with it, both
+    are planned afresh, and no pod order (names are the tenant's choice) decides who wins.
+    """
+    claims: dict[tuple[str, int, str, int, int], list[str]] = {}
+    for pod in waiting:
+        if pod.reservation is None:
+            continue
+        for d in pod.reservation.devices:
+            if d.mode == "mig" and d.placement is not None:
+                where = (pod.reservation.node, d.gpu_index, d.gpu_uuid)
+                claim = (*where, d.placement.start, d.placement.size)
+                claims.setdefault(claim, []).append(pod.key)
+    contested: dict[str, str] = {}
+    for (node, index, _, start, size), pods in claims.items():
+        owners = sorted(set(pods))
+        if len(owners) > 1:
+            for key in owners:
+                others = ", ".join(k for k in owners if k != key)
+                contested.setdefault(
+                    key, f"names the instance at {start}:{size} of {node}/gpu{index}, as {others}"
+                )
+    if not contested:
+        return waiting
+    ignored.update(contested)
+    return [WaitingPod(w.key, w.body, w.demand, None) if w.key in contested else w for w in waiting]
 
 
 # --------------------------------------------------------------------------- snapshot

@@ -8,7 +8,7 @@ the in-use accounting of MigLayout status. Annotations on the pod, as HAMi does 
 - `migweaver.io/allocation`: JSON, see `Allocation`:
 
   ```json
-  {"node": "node-a", "containers": [{"name": "main", "devices": [
+  {"node": "node-a", "podUID": "8c0e...", "containers": [{"name": "main", "devices": [
     {"gpuUUID": "GPU-...", "gpuIndex": 0, "mode": "mig", "profile": "3g.40gb",
      "placement": {"start": 4, "size": 4}, "migUUID": "MIG-...", "memoryMiB": 40192,
      "cores": 42}]}]}
@@ -16,10 +16,15 @@ the in-use accounting of MigLayout status. Annotations on the pod, as HAMi does 
 
 - `migweaver.io/bind-phase`: `allocating` (written with the allocation), then `success` or
   `failed` (written by the agent when the kubelet asks for the devices);
-- `migweaver.io/bind-time`: unix seconds when the operator released the pod; the device
-  plugin serves the oldest waiting pod first;
+- `migweaver.io/bind-time`: unix seconds when the operator released the pod (informational:
+  the device plugin orders waiting pods by what only the control plane writes);
 - `migweaver.io/bind-error`: why the agent could not hand out the devices (bind-phase
   `failed`).
+
+An allocation is bound to its pod: `podUID` names the pod the operator wrote it on, and a
+pod holds devices only through an allocation that names its own UID and only when it asks
+for `nvidia.com/gpu` (`bound_allocation`). A pod created with an allocation of its own
+cannot know its UID beforehand, and a CPU pod pins nothing (docs/security.md).
 
 Pure: parsing never raises; an annotation that does not parse is an `AllocationError`
 naming the field, so the agent can fail that one pod with a message a person can act on.
@@ -42,6 +47,7 @@ from migweaver.core.resources.api import (
     annotations_of,
 )
 from migweaver.core.resources.models import PlacementModel
+from migweaver.core.resources.requests import parse_quantity
 
 __all__ = [
     "BIND_ALLOCATING",
@@ -55,6 +61,8 @@ __all__ = [
     "DeviceMode",
     "HeldDevice",
     "bind_patch",
+    "bound_allocation",
+    "gpu_containers",
     "field_path",
     "held_devices",
     "parse_allocation",
@@ -65,6 +73,8 @@ __all__ = [
     "release_annotations",
 ]
 
+RESOURCE_GPU: Final = "nvidia.com/gpu"
+"""The device plugin's resource: only containers that ask for it get (and hold) devices."""
 
 BindPhase: TypeAlias = Literal["allocating", "success", "failed"]
 BIND_ALLOCATING: Final[BindPhase] = "allocating"
@@ -141,6 +151,9 @@ class Allocation(_WireModel):
     """The value of `migweaver.io/allocation`: the node and every GPU container's devices."""
 
     node: str = Field(min_length=1)
+    pod_uid: str = Field(default="", alias="podUID")
+    """The UID of the pod the operator wrote it on (empty: written by no operator of this
+    version; such an allocation holds nothing and is served to no pod)."""
     containers: list[ContainerAllocation] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -250,6 +263,64 @@ def pod_allocation(pod: Mapping[str, Any]) -> Allocation | AllocationError | Non
     return parse_allocation(text)
 
 
+def pod_uid(pod: Mapping[str, Any]) -> str:
+    metadata = pod.get("metadata")
+    return str(metadata.get("uid") or "") if isinstance(metadata, Mapping) else ""
+
+
+def gpu_containers(pod: Mapping[str, Any], resource: str = RESOURCE_GPU) -> list[tuple[str, int]]:
+    """`(name, count)` of the pod's containers that ask for `resource`, in spec order.
+
+    The count is what the kubelet allocates: the limit (extended resources have equal
+    requests and limits), else the request. Unreadable values count as 0: such a pod was
+    refused by the API server or the kubelet long before it reaches `Allocate`.
+    """
+    spec = pod.get("spec")
+    containers = spec.get("containers") if isinstance(spec, Mapping) else None
+    result: list[tuple[str, int]] = []
+    for container in containers if isinstance(containers, list) else []:
+        if not isinstance(container, Mapping):
+            continue
+        resources = container.get("resources")
+        res = resources if isinstance(resources, Mapping) else {}
+        count = 0
+        for section in (res.get("limits"), res.get("requests")):
+            if isinstance(section, Mapping) and resource in section:
+                try:
+                    count = parse_quantity(section[resource])
+                except ValueError:
+                    count = 0
+                break
+        if count > 0:
+            result.append((str(container.get("name") or ""), count))
+    return result
+
+
+def bound_allocation(pod: Mapping[str, Any]) -> Allocation | AllocationError | None:
+    """The pod's allocation if it may hold devices through it, else why not.
+
+    None when the pod has no allocation annotation. An `AllocationError` when it does not
+    parse, when it names another pod's UID (or none: a tenant who creates a pod with an
+    allocation of their own cannot know the UID the apiserver will give it), or when the
+    pod asks for no `nvidia.com/gpu` (a CPU pod never holds an instance, whatever its
+    annotations say). Only an allocation the operator wrote on this very pod passes.
+    """
+    allocation = pod_allocation(pod)
+    if not isinstance(allocation, Allocation):
+        return allocation
+    uid = pod_uid(pod)
+    if not allocation.pod_uid or allocation.pod_uid != uid:
+        named = allocation.pod_uid or "no pod"
+        return AllocationError(
+            "podUID",
+            f"names {named}, not this pod ({uid or 'no uid'}): not written by the operator "
+            "for this pod; it holds nothing",
+        )
+    if not gpu_containers(pod):
+        return AllocationError("", f"the pod asks for no {RESOURCE_GPU}: it holds nothing")
+    return allocation
+
+
 @dataclass(frozen=True, slots=True)
 class HeldDevice:
     """A device a pod holds: the pod (`ns/name`) and the GPU the device is on."""
@@ -261,19 +332,20 @@ class HeldDevice:
 def held_devices(pods: Iterable[Mapping[str, Any]], node: str) -> dict[str, HeldDevice]:
     """What the node's pods hold: MIG UUID (mig) or GPU UUID (hami-core) -> `HeldDevice`.
 
-    A pod holds the devices of its allocation (for this node) from the moment the operator
-    writes it until the pod ends (`Succeeded` / `Failed`) or is gone from the API. A pod
-    being deleted still holds them: its containers may run until it is gone. A bind-phase
-    `failed` pod holds nothing: the kubelet refused it and never started its containers.
-    A hami-core share is held by GPU UUID (a pod on the whole GPU keeps it from switching
-    MIG mode). When two pods name one device (an operator bug the device plugin refuses),
-    the first by name is reported.
+    A pod holds the devices of its allocation (for this node; `bound_allocation`: written
+    for this pod, which asks for a GPU) from the moment the operator writes it until the
+    pod ends (`Succeeded` / `Failed`) or is gone from the API. A pod being deleted still
+    holds them: its containers may run until it is gone. A bind-phase `failed` pod holds
+    nothing: the kubelet refused it and never started its containers. A hami-core share
+    is held by GPU UUID (a pod on the whole GPU keeps it from switching MIG mode). When
+    two pods name one device (an operator bug the device plugin refuses), the first by
+    name is reported.
     """
     held: dict[str, HeldDevice] = {}
     for pod in sorted(pods, key=pod_key):
         if pod_is_terminal(pod) or annotations_of(pod).get(ANNOTATION_BIND_PHASE) == BIND_FAILED:
             continue
-        allocation = pod_allocation(pod)
+        allocation = bound_allocation(pod)
         if not isinstance(allocation, Allocation) or allocation.node != node:
             continue
         for device in allocation.devices:

@@ -58,13 +58,18 @@ def pod(
     bind_time: str | None = "1000",
     node: str = NODE,
     created: str = "2026-01-01T00:00:00Z",
+    status: dict[str, Any] | None = None,
     **extra_meta: Any,
 ) -> dict[str, Any]:
     counts = counts or {c: len(d) for c, d in containers.items()}
     annotations = {
         ANNOTATION_BIND_PHASE: phase,
         ANNOTATION_ALLOCATION: json.dumps(
-            {"node": node, "containers": [{"name": c, "devices": d} for c, d in containers.items()]}
+            {
+                "node": node,
+                "podUID": f"uid-{name}",
+                "containers": [{"name": c, "devices": d} for c, d in containers.items()],
+            }
         ),
     }
     if bind_time is not None:
@@ -78,7 +83,7 @@ def pod(
         containers=[
             builders.container(c, limits=builders.gpu_limits(str(n))) for c, n in counts.items()
         ],
-        phase="Pending",
+        status=status or {"phase": "Pending"},
     )
 
 
@@ -134,18 +139,37 @@ def test_the_count_must_match_the_next_container() -> None:
     assert (match.pod.key, match.container, match.remaining) == ("ns/two", "main", ())
 
 
-def test_the_oldest_bind_time_wins_then_creation_then_name() -> None:
+def scheduled(at: str) -> dict[str, Any]:
+    """The scheduler's condition on a bound pod (pods/status: no tenant writes it)."""
+    return {
+        "phase": "Pending",
+        "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": at}],
+    }
+
+
+def test_the_first_bound_pod_wins_then_creation_then_uid() -> None:
     pods = [
-        pod("late", {"main": [mig("MIG-1", 0)]}, bind_time="2000"),
-        pod("early", {"main": [mig("MIG-2", 1)]}, bind_time="1000"),
-        pod("untimed", {"main": [mig("MIG-3", 2)]}, bind_time=None, created="2020-01-01T00:00:00Z"),
+        pod("late", {"main": [mig("MIG-1", 0)]}, status=scheduled("2026-01-01T00:00:09Z")),
+        pod("early", {"main": [mig("MIG-2", 1)]}, status=scheduled("2026-01-01T00:00:05Z")),
+        pod("unbound", {"main": [mig("MIG-3", 2)]}, created="2026-01-01T00:00:07Z"),
     ]
     first = match_container(pods, node=NODE, device_count=1)
     assert isinstance(first, ContainerMatch)
     assert first.pod.key == "ns/early"
     second = match_container(pods[::2], node=NODE, device_count=1)
     assert isinstance(second, ContainerMatch)
-    assert second.pod.key == "ns/late"  # a readable bind-time beats none
+    assert second.pod.key == "ns/unbound"  # created 00:07, before the other was bound
+
+
+def test_a_forged_bind_time_does_not_jump_the_queue() -> None:
+    # migweaver.io/bind-time is an annotation: a tenant may write it. It decides nothing.
+    honest = pod("honest", {"main": [mig("MIG-1", 0)]}, created="2026-01-01T00:00:01Z")
+    forger = pod(
+        "forger", {"main": [mig("MIG-2", 1)]}, bind_time="0", created="2026-01-01T00:00:02Z"
+    )
+    match = match_container([forger, honest], node=NODE, device_count=1)
+    assert isinstance(match, ContainerMatch)
+    assert match.pod.key == "ns/honest"
 
 
 def test_only_waiting_pods_are_candidates() -> None:
@@ -193,7 +217,11 @@ def test_no_match_lists_what_waits() -> None:
         (lambda p: p["metadata"]["annotations"].pop(ANNOTATION_ALLOCATION), "missing"),
         (
             lambda p: p["metadata"]["annotations"].update(
-                {ANNOTATION_ALLOCATION: json.dumps({"node": "n2", "containers": []})}
+                {
+                    ANNOTATION_ALLOCATION: json.dumps(
+                        {"node": "n2", "podUID": "uid-p", "containers": []}
+                    )
+                }
             ),
             "is for node n2, but the pod runs on n1",
         ),
@@ -306,22 +334,24 @@ def test_devices_that_are_not_as_allocated_are_refused(
 
 def test_an_instance_another_pod_got_is_refused() -> None:
     owner = pod("owner", {"main": [mig("MIG-2", 1)]}, phase="success")
-    waiting_too = pod("also-waiting", {"main": [mig("MIG-1", 0)]}, bind_time="5000")
+    waiting_too = pod("also-waiting", {"main": [mig("MIG-1", 0)]}, created="2026-01-02T00:00:00Z")
     wanting = pod("p", {"main": [mig("MIG-2", 1)]})
     error = error_of(decide([owner, waiting_too, wanting], node=NODE, device_count=1, gpus=GPUS))
     assert error.code is BindErrorCode.FAILED_PRECONDITION
     assert "already allocated to pod ns/owner" in error.message
     assert error.device == "MIG-2"
-    # A waiting pod that names the same instance does not hold it yet.
-    assert isinstance(
+    # A pod released with the same instance (bind-phase allocating) holds it too: two pods
+    # named one instance only through a bug or a forgery, and neither takes it.
+    error = error_of(
         decide(
-            [waiting_too, pod("q", {"main": [mig("MIG-1", 0)]}, bind_time="1")],
+            [waiting_too, pod("q", {"main": [mig("MIG-1", 0)]}, created="2020-01-01T00:00:00Z")],
             node=NODE,
             device_count=1,
             gpus=GPUS,
-        ),
-        ContainerGrant,
+        )
     )
+    assert "MIG-1" in error.message
+    assert "already allocated to pod ns/also-waiting" in error.message
     # Nor does an owner that has ended.
     owner["status"]["phase"] = "Succeeded"
     assert isinstance(
@@ -378,3 +408,53 @@ def test_hami_core_environment_has_hami_cores_variables() -> None:
         "CUDA_DEVICE_SM_LIMIT": "0",
         "CUDA_DEVICE_SM_LIMIT_1": "50",
     }
+
+
+# ------------------------------------------------------------------- bound to their pod
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        pytest.param(
+            lambda p: p["metadata"].update(uid="uid-someone-else"),
+            "names uid-p, not this pod (uid-someone-else)",
+            id="allocation-written-for-another-pod",
+        ),
+        pytest.param(
+            lambda p: p["metadata"]["annotations"].update(
+                {ANNOTATION_ALLOCATION: json.dumps({"node": NODE, "containers": []})}
+            ),
+            "names no pod",
+            id="allocation-without-pod-uid",
+        ),
+    ],
+)
+def test_an_allocation_not_bound_to_its_pod_is_never_served(change: Any, why: str) -> None:
+    forged = pod("p", {"main": [mig("MIG-1", 0)]})
+    change(forged)
+    error = error_of(decide([forged], node=NODE, device_count=1, gpus=GPUS))
+    assert error.code is BindErrorCode.NOT_FOUND
+    assert error.pod is None  # no pod matched: nothing is written on the forged pod
+    assert why in error.message
+
+
+def test_a_forged_pod_never_stands_in_for_the_pod_being_admitted() -> None:
+    # Older, same count, but its allocation names another UID: the honest pod is matched.
+    forged = pod("aaa", {"main": [mig("MIG-2", 1)]}, created="2020-01-01T00:00:00Z")
+    forged["metadata"]["uid"] = "uid-stolen"
+    honest = pod("honest", {"main": [mig("MIG-1", 0)]})
+    grant = decide([forged, honest], node=NODE, device_count=1, gpus=GPUS)
+    assert isinstance(grant, ContainerGrant)
+    assert grant.match.pod.key == "ns/honest"
+    assert [d.mig_uuid for d in grant.devices] == ["MIG-1"]
+
+
+def test_a_forged_holder_does_not_block_the_owner() -> None:
+    # A pod that copied another's allocation (bind-phase success) holds nothing.
+    squatter = pod("squatter", {"main": [mig("MIG-1", 0)]}, phase="success")
+    squatter["metadata"]["uid"] = "uid-squatter-real"
+    owner = pod("owner", {"main": [mig("MIG-1", 0)]})
+    assert isinstance(
+        decide([squatter, owner], node=NODE, device_count=1, gpus=GPUS), ContainerGrant
+    )

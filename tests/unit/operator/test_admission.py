@@ -119,10 +119,11 @@ CASES: list[tuple[str, dict[str, Any], list[dict[str, Any]] | None, dict[str, An
         {"limits": {MEM: "8000", GPU: "1"}, "requests": {GPU: "1"}},
     ),
     (
-        "already-has-allocation",
-        pod(container(limits={MEM: "8000"}), annotations={ANNOTATION_ALLOCATION: "{}"}),
-        UNTOUCHED,
-        None,
+        # A pod is never created placed: a forged allocation does not escape the gate.
+        "created-with-an-allocation-still-gated",
+        pod(container(limits={GPU: "1"}), annotations={ANNOTATION_ALLOCATION: "{}"}),
+        [GATE],
+        {"limits": {GPU: "1"}},
     ),
     (
         "node-name-set",
@@ -273,8 +274,6 @@ def test_reasons_say_why_nothing_changed() -> None:
     assert "asks for no GPU" in mutate_pod(pod(container())).reason
     gated = pod(container(limits={GPU: "1"}), gates=[GATE])
     assert "already gated" in mutate_pod(gated).reason
-    placed = pod(container(limits={GPU: "1"}), annotations={ANNOTATION_ALLOCATION: "{}"})
-    assert ANNOTATION_ALLOCATION in mutate_pod(placed).reason
 
 
 def test_has_gate() -> None:

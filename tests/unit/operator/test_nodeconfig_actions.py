@@ -79,7 +79,7 @@ def state(
         pytest.param(
             [layout("n", mig=False)],
             [nodeconfig("c", node_name="n", mode="mig")],
-            [pod("s", mode="hami-core", reserved=hami_reservation("n", 0, 4000))],
+            [pod("s", mode="hami-core", mem=4000, reserved=hami_reservation("n", 0, 4000))],
             {},
             {("n", 0): "a hami-core share of default/s"},
             id="hami-core-share-keeps-mig-off",

@@ -214,7 +214,13 @@ def test_reservation_for_another_gpu_uuid_is_ignored() -> None:
 def test_hami_core_shares_come_from_reservations_and_allocations() -> None:
     found = state(
         pods=[
-            pod("r", mode="hami-core", reserved=hami_reservation("h", 0, 4000, 20)),
+            pod(
+                "r",
+                mode="hami-core",
+                mem=4000,
+                cores=20,
+                reserved=hami_reservation("h", 0, 4000, 20),
+            ),
         ],
         layouts=[layout("h", mig=False)],
     )

@@ -41,7 +41,7 @@ def decide(layouts: list[JsonDict], pods: list[JsonDict] = ()) -> Allocation | N
         nodeconfigs=[nodeconfig("c", node_name="n")],
         nodes=[],
     )
-    return ready_allocation("default/p", ONE_G, state)
+    return ready_allocation("default/p", ONE_G, state, uid="uid-p")
 
 
 def test_ready_when_the_instance_exists_with_a_mig_uuid() -> None:
@@ -124,11 +124,11 @@ def test_instance_already_counted_for_this_pod_is_ready() -> None:
 def test_hami_core_share_waits_for_mig_off() -> None:
     share = hami_reservation("n", 0, 4000, 30)
     state = cluster_state(pods=[], layouts=[layout("n", mig=True)], nodeconfigs=[], nodes=[])
-    waiting = ready_allocation("default/p", share, state)
+    waiting = ready_allocation("default/p", share, state, uid="uid-p")
     assert isinstance(waiting, NotReady)
     assert "MIG mode on" in waiting.reason
     state = cluster_state(pods=[], layouts=[layout("n", mig=False)], nodeconfigs=[], nodes=[])
-    ready = ready_allocation("default/p", share, state)
+    ready = ready_allocation("default/p", share, state, uid="uid-p")
     assert isinstance(ready, Allocation)
     (device,) = ready.devices
     assert (device.mode, device.mig_uuid, device.memory_mib, device.cores) == (
@@ -173,8 +173,9 @@ def test_ungate_patch_removes_only_the_gate() -> None:
     }
 
 
-def test_instance_reserved_twice_is_released_to_one_pod_only() -> None:
-    # Two replicas reserved one instance for two pods during a hand-over.
+def test_instance_reserved_twice_is_released_to_neither_pod() -> None:
+    # Two reservations name one instance: a forged annotation (or a hand-over gone wrong).
+    # Pod names are the tenant's choice, so neither wins: both are planned afresh.
     twice = [pod("a", reserved=ONE_G), pod("b", reserved=ONE_G)]
     state = cluster_state(
         pods=twice,
@@ -182,10 +183,11 @@ def test_instance_reserved_twice_is_released_to_one_pod_only() -> None:
         nodeconfigs=[nodeconfig("c", node_name="n")],
         nodes=[],
     )
-    assert isinstance(ready_allocation("default/a", ONE_G, state), Allocation)
-    second = ready_allocation("default/b", ONE_G, state)
-    assert isinstance(second, NotReady)
-    assert "belongs to default/a" in second.reason
+    assert [w.reservation for w in state.waiting] == [None, None]
+    assert state.ignored_reservations == {
+        "default/a": "names the instance at 6:1 of n/gpu0, as default/b",
+        "default/b": "names the instance at 6:1 of n/gpu0, as default/a",
+    }
 
 
 def test_instance_allocated_to_a_released_pod_is_not_released_again() -> None:
@@ -223,8 +225,9 @@ def test_no_instance_is_ever_released_to_two_pods(pods: list[JsonDict]) -> None:
     handed = [d.mig_uuid for a in state.allocations.values() for d in a.devices]
     holders = {d.mig_uuid: key for key, a in state.allocations.items() for d in a.devices}
     for waiting in state.waiting:
-        assert waiting.reservation is not None
-        result = ready_allocation(waiting.key, waiting.reservation, state, owners)
+        if waiting.reservation is None:
+            continue  # contested: planned afresh, never released
+        result = ready_allocation(waiting.key, waiting.reservation, state, owners, uid="u")
         if isinstance(result, Allocation):
             for device in result.devices:
                 assert device.mig_uuid not in holders, "given to a pod that already has it"
@@ -233,3 +236,44 @@ def test_no_instance_is_ever_released_to_two_pods(pods: list[JsonDict]) -> None:
     # a second holder.
     new = handed[len([d for a in state.allocations.values() for d in a.devices]) :]
     assert len(new) == len(set(new))
+
+
+@pytest.mark.parametrize(
+    ("forged", "why"),
+    [
+        pytest.param(
+            hami_reservation("n", 0, 0),
+            "container main: a hami-core share of 0 MiB (no memory limit)",
+            id="share-without-memory-limit",
+        ),
+        pytest.param(
+            hami_reservation("n", 0, 80000),
+            "container main: a hami-core share of 80000 MiB, it asks 8000 MiB",
+            id="share-larger-than-asked",
+        ),
+        pytest.param(
+            reservation("n", (0, "1g.10gb", 6, 1), container="sidecar"),
+            "reserves devices for containers sidecar; the pod's GPU containers are main",
+            id="another-container",
+        ),
+        pytest.param(
+            reservation("n", (0, "1g.10gb", 6, 1), (0, "1g.10gb", 5, 1)),
+            "container main: 2 devices reserved, it asks 1",
+            id="more-devices",
+        ),
+    ],
+)
+def test_a_reservation_that_does_not_fit_the_pods_demand_is_never_released(
+    forged: Any, why: str
+) -> None:
+    # A tenant may create a pod with a reservation annotation of its own (without the
+    # admission policy): the operator plans the pod afresh instead of releasing it.
+    state = cluster_state(
+        pods=[pod("p", mode=None, reserved=forged)],
+        layouts=[layout("n", mig=False)],
+        nodeconfigs=[],
+        nodes=[],
+    )
+    (waiting,) = state.waiting
+    assert waiting.reservation is None
+    assert state.ignored_reservations == {"default/p": why}

@@ -16,6 +16,7 @@ from migweaver.core.resources.allocation import (
     ContainerAllocation,
     HeldDevice,
     bind_patch,
+    bound_allocation,
     held_devices,
     parse_allocation,
     parse_bind_time,
@@ -43,7 +44,11 @@ SHARE = {"gpuUUID": "GPU-2", "gpuIndex": 1, "mode": "hami-core", "memoryMiB": 80
 
 
 def doc(*devices: dict[str, Any], node: str = "n1", name: str = "main") -> dict[str, Any]:
-    return {"node": node, "containers": [{"name": name, "devices": list(devices)}]}
+    return {
+        "node": node,
+        "podUID": "uid-1",
+        "containers": [{"name": name, "devices": list(devices)}],
+    }
 
 
 def pod(
@@ -52,17 +57,20 @@ def pod(
     *,
     phase: str | None = None,
     bind: str | None = "allocating",
+    gpus: int = 1,
 ) -> dict[str, Any]:
+    """A pod whose allocation (a dict) is bound to it, as the operator writes it."""
     annotations: dict[str, str] = {}
     if allocation is not None:
         annotations[ANNOTATION_ALLOCATION] = (
-            allocation if isinstance(allocation, str) else json.dumps(allocation)
+            allocation if isinstance(allocation, str) else json.dumps(allocation | {"podUID": name})
         )
     if bind is not None:
         annotations[ANNOTATION_BIND_PHASE] = bind
-    # No spec: the allocation is read from the annotations alone.
+    limits = {"nvidia.com/gpu": gpus} if gpus else {"cpu": 1}
     return {
         "metadata": builders.metadata(name, "ns", uid=name, annotations=annotations),
+        "spec": {"containers": [builders.container(limits=limits)]},
         "status": {"phase": phase} if phase else {},
     }
 
@@ -232,6 +240,25 @@ def test_held_devices_follow_the_allocations_of_live_pods() -> None:
         "MIG-b": HeldDevice("ns/a", "GPU-1"),
         "GPU-2": HeldDevice("ns/b", "GPU-2"),
     }
+
+
+@pytest.mark.parametrize(
+    "squatter",
+    [
+        pytest.param(pod("cpu-only", doc(MIG), bind="success", gpus=0), id="cpu-pod"),
+        pytest.param(
+            pod("forged", json.dumps(doc(MIG) | {"podUID": "someone-else"}), bind="success"),
+            id="allocation-of-another-pod",
+        ),
+        pytest.param(pod("no-uid", json.dumps(doc(MIG)), bind="success"), id="no-pod-uid"),
+    ],
+)
+def test_a_pod_holds_nothing_through_an_allocation_not_bound_to_it(
+    squatter: dict[str, Any],
+) -> None:
+    # The instance stays free: the agent may repartition it, the operator may plan it.
+    assert held_devices([squatter], "n1") == {}
+    assert isinstance(bound_allocation(squatter), AllocationError)
 
 
 def test_a_pod_being_deleted_still_holds_its_devices() -> None:
