@@ -27,6 +27,7 @@ from typing import Any
 import aiohttp
 
 from .errors import StatusError, internal_error
+from .identity import current_user
 from .patches import json_patch
 from .resources import ResourceType
 from .store import Store
@@ -110,7 +111,7 @@ def _review(uid: str, rt: ResourceType, namespace: str | None, obj: JsonDict) ->
         "requestResource": resource,
         "name": (obj.get("metadata") or {}).get("name", ""),
         "operation": "CREATE",
-        "userInfo": {"username": "migweaver-emulator", "groups": ["system:masters"]},
+        "userInfo": current_user.get(),
         "object": obj,
         "oldObject": None,
         "dryRun": False,

@@ -181,7 +181,13 @@ BUILTIN: tuple[ResourceType, ...] = (
     _core("events", "Event", True, short_names=("ev",), field_labels=EVENT_FIELDS),
     _core("configmaps", "ConfigMap", True, short_names=("cm",)),
     _core("secrets", "Secret", True, field_labels=METADATA_FIELDS | {"type"}),
-    _core("serviceaccounts", "ServiceAccount", True, short_names=("sa",)),
+    _core(
+        "serviceaccounts",
+        "ServiceAccount",
+        True,
+        short_names=("sa",),
+        extra_subresources=(("token", "TokenRequest", ("create",)),),
+    ),
     _core(
         "services",
         "Service",
@@ -207,6 +213,25 @@ BUILTIN: tuple[ResourceType, ...] = (
         False,
         generation="all",
     ),
+    ResourceType(
+        "admissionregistration.k8s.io",
+        "v1",
+        "validatingadmissionpolicies",
+        "ValidatingAdmissionPolicy",
+        False,
+        status_subresource=True,
+        generation="spec",
+    ),
+    ResourceType(
+        "admissionregistration.k8s.io",
+        "v1",
+        "validatingadmissionpolicybindings",
+        "ValidatingAdmissionPolicyBinding",
+        False,
+        generation="spec",
+    ),
+    # Stored only (no RBAC here): a test sets up a tenant as on a real cluster.
+    ResourceType("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True),
     CRD_TYPE,
     # Stored apart from core/v1 events (no conversion between the two shapes).
     ResourceType("events.k8s.io", "v1", "events", "Event", True, short_names=("ev",)),

@@ -23,6 +23,7 @@ from aiohttp import web
 from . import discovery
 from .admission import Admission
 from .errors import StatusError, bad_request, method_not_allowed, not_found
+from .identity import ADMIN, Tokens, current_user
 from .patches import apply_patch
 from .resources import Registry, ResourceType
 from .selectors import FieldSelector, LabelSelector, object_filter
@@ -101,6 +102,7 @@ class Emulator:
         self.registry = Registry()
         self.store = Store(self.registry, history_size=history_size)
         self.admission = Admission(self.store)
+        self.tokens = Tokens()
         self.bookmark_interval = bookmark_interval
         self._runner: web.AppRunner | None = None
         self.host = "127.0.0.1"
@@ -158,6 +160,7 @@ class Emulator:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         try:
+            current_user.set(self._authenticate(request))
             return await self._route(request)
         except StatusError as exc:
             return _json(exc.body(), exc.code)
@@ -165,6 +168,16 @@ class Emulator:
             log.exception("emulator failure on %s %s", request.method, request.path)
             error = StatusError(500, "InternalError", f"emulator failure: {exc!r}")
             return _json(error.body(), 500)
+
+    def _authenticate(self, request: web.Request) -> JsonDict:
+        """The caller (`identity`): the administrator without credentials."""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return ADMIN
+        user = self.tokens.user(token.strip())
+        if user is None:
+            raise StatusError(401, "Unauthorized", "Unauthorized")
+        return user
 
     async def _route(self, request: web.Request) -> web.StreamResponse:
         path = request.path.rstrip("/") or "/"
@@ -189,6 +202,23 @@ class Emulator:
         if target.subresource is None:
             return await self._item(request, rt, target)
         return await self._subresource(request, rt, target)
+
+    def _token_request(self, namespace: str, account: str, body: Any) -> JsonDict:
+        """TokenRequest (`identity`): a token for the ServiceAccount, bound to a pod if
+        `spec.boundObjectRef` names one."""
+        accounts = self.registry.lookup("", "v1", "serviceaccounts")
+        assert accounts is not None
+        self.store.get(accounts, namespace, account)  # 404 when there is no such account
+        spec = (body or {}).get("spec") or {} if isinstance(body, dict) else {}
+        pod = _bound_pod(self.store, self.registry, namespace, spec.get("boundObjectRef"))
+        token = self.tokens.issue(namespace, account, pod)
+        return {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "metadata": {"name": account, "namespace": namespace},
+            "spec": spec,
+            "status": {"token": token, "expirationTimestamp": "2099-01-01T00:00:00Z"},
+        }
 
     def _discovery(self, path: str) -> JsonDict | None:
         if path == "/version":
@@ -304,6 +334,12 @@ class Emulator:
             if request.method == "PATCH":
                 return _json(await self._patch(request, rt, target, "status"))
             raise method_not_allowed()
+        if target.subresource == "token" and rt.key == ("", "serviceaccounts"):
+            if request.method != "POST" or target.namespace is None:
+                raise method_not_allowed()
+            return _json(
+                self._token_request(target.namespace, target.name, await _body(request)), 201
+            )
         if target.subresource == "binding" and rt.key == ("", "pods"):
             if request.method != "POST" or target.namespace is None:
                 raise method_not_allowed()
@@ -319,6 +355,22 @@ class Emulator:
                 201,
             )
         raise not_found(rt.group, f"{rt.plural}/{target.subresource}", target.name)
+
+
+def _bound_pod(store: Store, registry: Registry, namespace: str, ref: Any) -> JsonDict | None:
+    if not isinstance(ref, dict) or ref.get("kind") != "Pod":
+        return None
+    rt = registry.lookup("", "v1", "pods")
+    assert rt is not None
+    pod = store.get(rt, namespace, str(ref.get("name") or ""))
+    if ref.get("uid") and (pod.get("metadata") or {}).get("uid") != ref["uid"]:
+        raise StatusError(
+            409,
+            "Conflict",
+            f"the UID in the bound object reference ({ref['uid']}) does not match "
+            "the UID in record",
+        )
+    return pod
 
 
 def _missing() -> NoReturn:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from . import pods, webhooks
+from . import pods, policies, webhooks
 from .errors import (
     Cause,
     StatusError,
@@ -48,6 +48,7 @@ from .errors import (
     invalid,
     not_found,
 )
+from .identity import current_user
 from .resources import CRD_TYPE, Registry, ResourceType
 from .schema import apply_schema
 
@@ -253,6 +254,7 @@ class Store:
             causes += apply_schema(obj, rt.schema)
         if causes:
             raise invalid(rt.kind, rt.group, name, causes)
+        self._admit("CREATE", rt, obj, None, None)
         created = self._commit(rt, "ADDED", obj, None)
         if rt.key == CRD_TYPE.key:
             self.registry.register_crd(obj)
@@ -390,6 +392,7 @@ class Store:
             causes += apply_schema(candidate, rt.schema)
         if causes:
             raise invalid(rt.kind, rt.group, name, causes)
+        self._admit("UPDATE", rt, present(rt, candidate), present(rt, old), subresource)
         if candidate == old:
             return present(rt, old)  # no-op: nothing written, resourceVersion unchanged
         if subresource is None and _spec_changed(rt, old, candidate):
@@ -402,6 +405,32 @@ class Store:
         if rt.key == CRD_TYPE.key:
             self.registry.register_crd(candidate)
         return result
+
+    def _admit(
+        self,
+        operation: str,
+        rt: ResourceType,
+        obj: JsonDict,
+        old: JsonDict | None,
+        subresource: str | None,
+    ) -> None:
+        """Validating admission: the ValidatingAdmissionPolicies bound (`policies`)."""
+        bindings = self.items(policies.BINDING_KEY)
+        if not bindings:
+            return
+        meta = _meta(obj)
+        policies.check(
+            {str(_meta(p)["name"]): p for p in self.items(policies.POLICY_KEY)},
+            bindings,
+            rt=rt,
+            operation=operation,
+            namespace=meta.get("namespace"),
+            name=str(meta.get("name") or ""),
+            subresource=subresource,
+            obj=obj,
+            old=old,
+            user=current_user.get(),
+        )
 
     def _kind_update_rules(self, rt: ResourceType, old: JsonDict, new: JsonDict) -> list[Cause]:
         if rt.key == ("", "pods"):

@@ -274,12 +274,34 @@ def test_kubectl_kustomize_output() -> None:
     assert images == [f"{IMAGE}:{migweaver.__version__}"] * 2
 
 
+POLICIES = (
+    "migweaver-agent",
+    "migweaver-agent-layouts",
+    "migweaver-pod-fields",
+    "migweaver-operator",
+)
+
+
+def test_every_admission_policy_is_installed_by_default() -> None:
+    # `kubectl apply -k manifests/` installs each policy with a binding that denies.
+    for built in (objects(), kubectl_kustomize(MANIFESTS)):
+        policies = {
+            d["metadata"]["name"] for d in built if d["kind"] == "ValidatingAdmissionPolicy"
+        }
+        assert policies == set(POLICIES)
+        for name in POLICIES:
+            assert find("ValidatingAdmissionPolicy", name, built)["spec"]["failurePolicy"] == "Fail"
+            binding = find("ValidatingAdmissionPolicyBinding", name, built)
+            assert binding["spec"] == {"policyName": name, "validationActions": ["Deny"]}
+
+
 def test_kubectl_kustomize_variants() -> None:
     default = {key(d) for d in kubectl_kustomize(MANIFESTS)}
     without = {key(d) for d in kubectl_kustomize(KUSTOMIZATIONS[3])}
     assert default - without == {
-        ("ValidatingAdmissionPolicy", "migweaver-agent", ""),
-        ("ValidatingAdmissionPolicyBinding", "migweaver-agent", ""),
+        (kind, name, "")
+        for name in POLICIES
+        for kind in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
     }
     assert without <= default
     certs = kubectl_kustomize(KUSTOMIZATIONS[2])
@@ -818,51 +840,21 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 
 class Policy:
-    """A ValidatingAdmissionPolicy evaluated as the apiserver does, with cel-python.
-
-    Kubernetes' CEL adds type checking and some libraries; the policy uses only standard
-    CEL (has, in, all, startsWith, size, ternaries), which cel-python evaluates alike. An
-    evaluation error counts as a denial (the policy's failurePolicy is Fail).
-    """
+    """A ValidatingAdmissionPolicy evaluated as the apiserver does, with cel-python (the
+    e2e emulator's evaluator, `tests.e2e.emulator.policies`). An evaluation error counts
+    as a denial (the policies' failurePolicy is Fail)."""
 
     def __init__(self, spec: Mapping[str, Any]) -> None:
-        celpy = pytest.importorskip("celpy", reason="cel-python (the dev extra) is not installed")
-        self.celpy = celpy
-        self.env = celpy.Environment()
-        self.spec = spec
+        pytest.importorskip("celpy", reason="cel-python (the dev extra) is not installed")
+        from tests.e2e.emulator.policies import Evaluation
 
-    def run(self, expression: str, activation: Mapping[str, Any]) -> Any:
-        program = self.env.program(self.env.compile(expression))
-        return program.evaluate(dict(activation))
+        self.spec = spec
+        self.evaluation = Evaluation(spec)
 
     def admit(self, request: Mapping[str, Any], obj: Any, old: Any) -> tuple[bool, str]:
         """(allowed, message): the first failing validation's message, or 'not matched'."""
-        to_cel = self.celpy.json_to_cel
-        activation: dict[str, Any] = {
-            "request": to_cel(dict(request)),
-            "object": to_cel(obj),
-            "oldObject": to_cel(old),
-        }
-        for condition in self.spec["matchConditions"]:
-            if not bool(self.run(condition["expression"], activation)):
-                return True, "not matched"
-        variables: dict[Any, Any] = {}
-        for variable in self.spec["variables"]:
-            activation["variables"] = self.celpy.celtypes.MapType(variables)
-            value = self.run(variable["expression"], activation)
-            variables[self.celpy.celtypes.StringType(variable["name"])] = value
-        activation["variables"] = self.celpy.celtypes.MapType(variables)
-        for validation in self.spec["validations"]:
-            try:
-                ok = self.run(validation["expression"], activation)
-            except self.celpy.CELEvalError as exc:
-                return False, f"error: {exc}"
-            if isinstance(ok, self.celpy.CELEvalError) or not bool(ok):
-                message = validation.get("message")
-                if "messageExpression" in validation:
-                    message = str(self.run(validation["messageExpression"], activation))
-                return False, str(message)
-        return True, "allowed"
+        allowed, message, _ = self.evaluation.admit(request, obj, old)
+        return allowed, message
 
 
 def policy() -> Policy:
