@@ -343,6 +343,16 @@ class NodeAgent:
             return
         if layout.spec.node_name != self.node:
             return
+        own = layout_name(self.node, layout.spec.gpu_index)
+        if _name(obj) != own:
+            # Only the MigLayout named for a GPU is applied; another that claims the GPU
+            # (created by someone else) would make the agent flip between two specs.
+            message = (
+                f"claims GPU {layout.spec.gpu_index} of node {self.node}, whose MigLayout is "
+                f"{own}: not applied"
+            )
+            await self._report_failed(obj, "Conflict", "Ready", "False", "Conflict", message)
+            return
         device = self.state.devices.get(layout.spec.gpu_index)
         if device is None or not self._manages(device):
             await self._report_unmanaged(obj, layout, device)

@@ -427,3 +427,41 @@ async def test_a_gpu_that_agrees_with_the_catalog_says_so_without_an_event() -> 
     assert condition is not None
     assert (condition.status, condition.reason) == ("False", "NvmlMatchesCatalog")
     assert "CatalogMismatch" not in events.reasons("n1-gpu0")
+
+
+async def test_a_second_layout_for_a_gpu_is_a_conflict_never_applied() -> None:
+    # Only n1-gpu0 is applied to GPU 0; another MigLayout claiming it (a person's, or one
+    # created with stolen credentials) would make the agent flip between two specs.
+    backend = FakeBackend.from_spec("A100-SXM4-80GB:1", seed=NODE)
+    agent, layouts, events = make_agent(backend)
+    await agent.sync()
+    uuid = layouts.objects["n1-gpu0"]["spec"]["gpuUUID"]
+    body = {
+        "apiVersion": "migweaver.io/v1alpha1",
+        "kind": "MigLayout",
+        "metadata": {"name": "rogue", "labels": {"migweaver.io/node": NODE}},
+        "spec": {
+            "nodeName": NODE,
+            "gpuIndex": 0,
+            "gpuUUID": uuid,
+            "migEnabled": True,
+            "instances": [{"profile": "7g.80gb", "placement": {"start": 0, "size": 8}}],
+        },
+    }
+    await layouts.create(body)
+    mutations = len(backend.mutating_calls)
+    await agent.sync()
+    assert len(backend.mutating_calls) == mutations  # nothing applied
+    status = layouts.objects["rogue"]["status"]
+    assert status["phase"] == "Failed"
+    (condition,) = status["conditions"]
+    assert (condition["type"], condition["status"], condition["reason"]) == (
+        "Ready",
+        "False",
+        "Conflict",
+    )
+    assert (
+        condition["message"] == "claims GPU 0 of node n1, whose MigLayout is n1-gpu0: not applied"
+    )
+    assert events.reasons("rogue") == ["Conflict"]
+    assert layouts.objects["n1-gpu0"]["status"]["phase"] == "Ready"

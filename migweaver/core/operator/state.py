@@ -53,7 +53,7 @@ from migweaver.core.resources.api import (
     metadata_of,
 )
 from migweaver.core.resources.bodies import MigLayoutBody, NodeBody, NodeConfigBody, PodBody
-from migweaver.core.resources.models import MigLayout, NodeConfig, OperatingMode
+from migweaver.core.resources.models import MigLayout, NodeConfig, OperatingMode, layout_name
 from migweaver.core.resources.node_fit import NodeFacts, node_facts
 from migweaver.core.resources.nodeconfig import NodeSettings, settings_for
 from migweaver.core.resources.requests import (
@@ -243,7 +243,9 @@ def cluster_state(
             allocations[key] = allocation
     waiting = _drop_contested(waiting, ignored)
     by_gpu: dict[GpuKey, str] = {}
-    for name in sorted(parsed):
+    # The MigLayout named for its GPU (`<node>-gpu<index>`, the one its agent applies)
+    # first: another that claims the GPU is the agent's conflict, never planned on.
+    for name in sorted(parsed, key=lambda n: (n != _own_name(parsed[n]), n)):
         spec = parsed[name].spec
         by_gpu.setdefault((spec.node_name, spec.gpu_index), name)
     return ClusterState(
@@ -261,6 +263,10 @@ def cluster_state(
         allocations=allocations,
         ignored_reservations=ignored,
     )
+
+
+def _own_name(layout: MigLayout) -> str:
+    return layout_name(layout.spec.node_name, layout.spec.gpu_index)
 
 
 def _drop_contested(waiting: list[WaitingPod], ignored: dict[str, str]) -> list[WaitingPod]:

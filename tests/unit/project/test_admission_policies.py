@@ -285,6 +285,14 @@ def layout_request(operation: str, sub: str = "", node: str = "n1") -> JsonDict:
         pytest.param(
             "UPDATE",
             "status",
+            layout("rogue", "n1", 0),
+            True,
+            "allowed",
+            id="conflict-report-on-own-node",
+        ),
+        pytest.param(
+            "UPDATE",
+            "status",
             layout("n2-gpu0", "n2", 0),
             False,
             "the migweaver agent of node n1 may write the status only of its own MigLayouts, "
