@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from migweaver import __version__
+from migweaver.core.agent.binding import DEVICE_LIST_STRATEGIES
 from migweaver.core.mig import catalog as catalog_mod
 from migweaver.core.mig.catalog import GpuModel
 
@@ -238,6 +239,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         device_plugin=args.device_plugin,
         cdi_dir=args.cdi,
+        device_list_strategy=args.device_list_strategy,
         device_split_count=args.device_split_count,
         hami_core_dir=args.hami_core_dir,
         hami_core_lib=args.hami_core_lib,
@@ -348,7 +350,14 @@ def _add_agent_parser(sub: Any) -> None:
         const=DEFAULT_CDI_DIR,
         metavar="DIR",
         help="keep a CDI spec of every GPU and MIG instance in DIR (default "
-        f"{DEFAULT_CDI_DIR}) and name devices as CDI devices in Allocate",
+        f"{DEFAULT_CDI_DIR}): the names --device-list-strategy cdi passes",
+    )
+    p.add_argument(
+        "--device-list-strategy",
+        choices=DEVICE_LIST_STRATEGIES,
+        default="cdi",
+        help="how Allocate passes devices: CDI names nvidia.com/gpu=<UUID> (default), "
+        "NVIDIA's volume-mounts, or envvar (NVIDIA_VISIBLE_DEVICES; see docs/security.md)",
     )
     p.add_argument(
         "--device-split-count",

@@ -28,6 +28,7 @@ from migweaver.agent.node_agent import NodeAgent
 from migweaver.agent.node_capacity import NodeCapacity
 from migweaver.agent.pods import PodWatcher
 from migweaver.agent.waiting import until_stopped
+from migweaver.core.agent.binding import DeviceListStrategy
 from migweaver.core.agent.node_resources import node_capacity
 from migweaver.core.resources.models import MIGLAYOUT_PLURAL, NODECONFIG_PLURAL
 from migweaver.k8s.client import ApiError, ClusterObjects, CoreObjects, NodePods, connect
@@ -61,8 +62,11 @@ class AgentOptions:
     plugin_dir: str = DEFAULT_PLUGIN_DIR
     """The kubelet's device-plugins directory (kubelet.sock and our socket live there)."""
     cdi_dir: str | None = None
-    """Keep a CDI spec of every served GPU and MIG instance in this directory, and name
-    the devices as CDI devices (nvidia.com/gpu=<UUID>) in Allocate; None: neither."""
+    """Keep a CDI spec of every served GPU and MIG instance in this directory (the names
+    the `cdi` device list strategy passes); None: no spec written by the agent."""
+    device_list_strategy: DeviceListStrategy = "cdi"
+    """How Allocate passes devices: CDI device names `nvidia.com/gpu=<UUID>` (default),
+    NVIDIA's `volume-mounts`, or `envvar` (docs/security.md)."""
     device_split_count: int = DEFAULT_SPLIT_COUNT
     """Device ids per hami-core GPU: HAMi's deviceSplitCount (pods sharing one GPU)."""
     hami_core_dir: str | None = None
@@ -258,7 +262,7 @@ async def _run(
                 pods,
                 gpus,
                 events,
-                cdi=options.cdi_dir is not None,
+                strategy=options.device_list_strategy,
                 hami_core=hami_core_host(options),
             )
             plugin = DevicePluginServer(

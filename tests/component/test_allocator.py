@@ -95,7 +95,9 @@ async def test_a_conflict_on_an_unchanged_allocation_is_retried() -> None:
     pods = RacingPods(lambda obj: obj["metadata"].setdefault("labels", {}).update({"x": "y"}))
     await pods.add(pod())
     events = MemoryEvents()
-    (grant,) = await Allocator(NODE, pods, StubGpus(), events).allocate([["GPU-aaaa::0"]])
+    (grant,) = await Allocator(NODE, pods, StubGpus(), events, strategy="envvar").allocate(
+        [["GPU-aaaa::0"]]
+    )
     assert grant.envs == {"NVIDIA_VISIBLE_DEVICES": "MIG-1"}
     assert pods.annotations("default", "p")[ANNOTATION_BIND_PHASE] == "success"
     assert len(pods.patches) == 2  # the conflicting one and the retry

@@ -33,6 +33,7 @@ from migweaver.agent.main import run_node
 from migweaver.agent.node_agent import NodeAgent
 from migweaver.agent.node_capacity import NodeCapacity
 from migweaver.agent.pods import PodWatcher
+from migweaver.core.agent.binding import DeviceListStrategy
 from migweaver.core.mig.profiles import Placement
 from migweaver.core.resources.api import (
     ANNOTATION_ALLOCATION,
@@ -114,7 +115,7 @@ async def running(
     backend: FakeBackend,
     plugin_dir: Path,
     *,
-    cdi: bool = False,
+    strategy: DeviceListStrategy = "envvar",
     split_count: int = 10,
     hami_core: HamiCoreHost | None = None,
 ) -> AsyncIterator[Node]:
@@ -143,7 +144,7 @@ async def running(
     gpus = AgentGpus(agent, split_count)
     plugin = DevicePluginServer(
         gpus,
-        Allocator(NODE, pods, gpus, events, cdi=cdi, hami_core=hami_core),
+        Allocator(NODE, pods, gpus, events, strategy=strategy, hami_core=hami_core),
         plugin_dir=plugin_dir,
         poll_s=0.05,
     )
@@ -320,19 +321,28 @@ async def test_a_failed_layout_makes_its_devices_unhealthy(plugin_dir: Path) -> 
 # -------------------------------------------------------------------------- allocate
 
 
-@pytest.mark.parametrize("cdi", [False, True], ids=["env-only", "with-cdi-names"])
+@pytest.mark.parametrize("strategy", ["envvar", "cdi", "volume-mounts"])
 async def test_the_seed_pod_gets_two_mig_instances_of_at_least_8000_mib(
-    plugin_dir: Path, cdi: bool
+    plugin_dir: Path, strategy: DeviceListStrategy
 ) -> None:
     backend = FakeBackend.from_spec("A100-SXM4-80GB:1", seed=NODE, mig_enabled=True)
-    async with running(backend, plugin_dir, cdi=cdi) as node:
+    async with running(backend, plugin_dir, strategy=strategy) as node:
         instances = await node.plan(0, "1g.10gb@0", "1g.10gb@1")
         alloc = allocation({"ubuntu-container": [mig_device(backend, 0, i) for i in instances]})
         await node.pods.add(seed_pod(alloc))
         response = await node.kubelet.allocate(await node.device_ids(2))
 
         (container,) = response.container_responses
-        uuids = container.envs["NVIDIA_VISIBLE_DEVICES"].split(",")
+        if strategy == "envvar":
+            uuids = container.envs["NVIDIA_VISIBLE_DEVICES"].split(",")
+        elif strategy == "cdi":
+            uuids = [d.name.removeprefix("nvidia.com/gpu=") for d in container.cdi_devices]
+            assert "NVIDIA_VISIBLE_DEVICES" not in container.envs
+        else:
+            root = "/var/run/nvidia-container-devices"
+            assert container.envs["NVIDIA_VISIBLE_DEVICES"] == root
+            assert {m.host_path for m in container.mounts} == {"/dev/null"}
+            uuids = [m.container_path.removeprefix(root + "/") for m in container.mounts]
         assert len(uuids) == 2
         assert set(uuids) == set(backend.mig_uuids(0).values())
         table = backend.table(0)
@@ -340,7 +350,7 @@ async def test_the_seed_pod_gets_two_mig_instances_of_at_least_8000_mib(
             profile = table.get(instance["profile"])
             assert profile is not None
             assert profile.memory_mib >= 8000
-        expected_cdi = [f"nvidia.com/gpu={u}" for u in uuids] if cdi else []
+        expected_cdi = [f"nvidia.com/gpu={u}" for u in uuids] if strategy == "cdi" else []
         assert [d.name for d in container.cdi_devices] == expected_cdi
         annotations = node.pods.annotations("default", "gpu-pod")
         assert annotations[ANNOTATION_BIND_PHASE] == "success"

@@ -31,6 +31,7 @@ from migweaver.core.agent.binding import (
     BindErrorCode,
     ContainerGrant,
     ContainerMatch,
+    DeviceListStrategy,
     PodRef,
     decide,
     match_container,
@@ -75,9 +76,10 @@ class AllocateFailed(Exception):
 
 
 class Allocator:
-    """Answers `Allocate` for the node `node`; `cdi` adds CDI device names; `hami_core`
-    mounts HAMi-core into containers with a hami-core share (None: limits by environment
-    only, which nothing enforces unless the image loads HAMi-core itself)."""
+    """Answers `Allocate` for the node `node`, passing devices by `strategy`
+    (`binding.container_env`: CDI device names by default); `hami_core` mounts HAMi-core
+    into containers with a hami-core share (None: limits by environment only, which
+    nothing enforces unless the image loads HAMi-core itself)."""
 
     def __init__(
         self,
@@ -86,11 +88,11 @@ class Allocator:
         gpus: GpuView,
         events: Recorder,
         *,
-        cdi: bool = False,
+        strategy: DeviceListStrategy = "cdi",
         hami_core: HamiCoreHost | None = None,
     ) -> None:
         self.node = node
-        self.cdi = cdi
+        self.strategy = strategy
         self.hami_core = hami_core
         self._pods = pods
         self._gpus = gpus
@@ -171,7 +173,7 @@ class Allocator:
             device_count=count,
             gpus=gpus,
             progress=progress,
-            cdi=self.cdi,
+            strategy=self.strategy,
             hami_core=self.hami_core.setup if self.hami_core is not None else None,
         )
 

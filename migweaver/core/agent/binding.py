@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Final
+from typing import Final, Literal, TypeAlias
 
 from migweaver.core.agent.hami_core import LOCK_DIR, Mount, hami_core_env, hami_core_mounts
 from migweaver.core.mig.profiles import Placement
@@ -61,6 +61,10 @@ from migweaver.core.resources.bodies import PodBody
 
 __all__ = [
     "CDI_KIND",
+    "DEVICE_LIST_STRATEGIES",
+    "VOLUME_MOUNT_ROOT",
+    "DeviceListStrategy",
+    "Mount",
     "RESOURCE_GPU",
     "BindError",
     "BindErrorCode",
@@ -79,7 +83,13 @@ __all__ = [
 ]
 
 CDI_KIND: Final = "nvidia.com/gpu"
-"""CDI device kind of the NVIDIA Container Toolkit's generated spec (`nvidia-ctk cdi`)."""
+"""CDI device kind of the NVIDIA Container Toolkit's generated spec (`nvidia-ctk cdi`);
+the device name is the UUID (`nvidia.com/gpu=MIG-...`, `nvidia.com/gpu=GPU-...`)."""
+VOLUME_MOUNT_ROOT: Final = "/var/run/nvidia-container-devices"
+"""Where NVIDIA's `volume-mounts` device list strategy names devices."""
+
+DeviceListStrategy: TypeAlias = Literal["cdi", "volume-mounts", "envvar"]
+DEVICE_LIST_STRATEGIES: Final[tuple[DeviceListStrategy, ...]] = ("cdi", "volume-mounts", "envvar")
 
 _ENV_VISIBLE: Final = "NVIDIA_VISIBLE_DEVICES"
 _ENV_MEMORY_LIMIT: Final = "CUDA_DEVICE_MEMORY_LIMIT_{}"
@@ -170,14 +180,16 @@ class ContainerMatch:
 
 @dataclass(frozen=True, slots=True)
 class ContainerGrant:
-    """What one container gets: environment, CDI device names, and the devices behind them."""
+    """What one container gets: environment, CDI device names, mounts, and the devices
+    behind them."""
 
     match: ContainerMatch
     envs: dict[str, str]
     cdi_devices: tuple[str, ...] = ()
     devices: tuple[AllocatedDevice, ...] = field(default=())
     mounts: tuple[Mount, ...] = ()
-    """HAMi-core's library, `ld.so.preload` and cache directory (hami-core shares only)."""
+    """HAMi-core's library, `ld.so.preload` and cache directory (hami-core shares only),
+    and the device list of the `volume-mounts` strategy."""
 
     @property
     def last(self) -> bool:
@@ -394,19 +406,40 @@ def _device_error(
 
 
 def container_env(
-    devices: Sequence[AllocatedDevice], *, cdi: bool = False
-) -> tuple[dict[str, str], tuple[str, ...]]:
-    """The environment and CDI device names of a container with these devices.
+    devices: Sequence[AllocatedDevice], strategy: DeviceListStrategy = "cdi"
+) -> tuple[dict[str, str], tuple[str, ...], tuple[Mount, ...]]:
+    """The environment, CDI device names and mounts of a container with these devices.
 
-    MIG: `NVIDIA_VISIBLE_DEVICES` lists the MIG UUIDs, which the NVIDIA container toolkit
-    turns into exactly those MIG devices. hami-core: the GPU UUIDs, plus the variables
-    HAMi-core's library reads: `CUDA_DEVICE_MEMORY_LIMIT_<i>` (MiB, `m` suffix) for the
-    i-th visible device and `CUDA_DEVICE_SM_LIMIT` (percent of SMs; 0 means no limit),
-    with `CUDA_DEVICE_SM_LIMIT_<i>` where a device's limit differs from the first.
-    With `cdi`, the devices are also named as CDI devices `nvidia.com/gpu=<UUID>`.
+    How the devices reach the container (`strategy`, as NVIDIA's device plugin names it):
+
+    - `cdi` (the default): CDI devices `nvidia.com/gpu=<UUID>` (the MIG UUID, or the GPU
+      UUID for hami-core), which the kubelet passes to the runtime; no
+      `NVIDIA_VISIBLE_DEVICES`. A pod cannot name a CDI device itself;
+    - `volume-mounts`: `NVIDIA_VISIBLE_DEVICES=/var/run/nvidia-container-devices` and one
+      mount of /dev/null at `/var/run/nvidia-container-devices/<UUID>` per device, which the
+      toolkit reads (`accept-nvidia-visible-devices-as-volume-mounts`); a pod cannot add a
+      mount at that path to the list the kubelet passes;
+    - `envvar`: `NVIDIA_VISIBLE_DEVICES=<UUID>,...`, as before; a pod's own environment
+      can imitate it unless the toolkit refuses it (docs/security.md).
+
+    hami-core adds the variables HAMi-core's library reads: `CUDA_DEVICE_MEMORY_LIMIT_<i>`
+    (MiB, `m` suffix) for the i-th visible device and `CUDA_DEVICE_SM_LIMIT` (percent of
+    SMs; 0 means no limit), with `CUDA_DEVICE_SM_LIMIT_<i>` where a device's limit differs
+    from the first. Nothing here depends on the pod's own environment.
     """
     visible = [d.visible_id for d in devices]
-    envs = {_ENV_VISIBLE: ",".join(visible)}
+    envs: dict[str, str] = {}
+    names: tuple[str, ...] = ()
+    mounts: tuple[Mount, ...] = ()
+    if strategy == "cdi":
+        names = tuple(f"{CDI_KIND}={v}" for v in visible)
+    elif strategy == "volume-mounts":
+        envs[_ENV_VISIBLE] = VOLUME_MOUNT_ROOT
+        mounts = tuple(
+            Mount(f"{VOLUME_MOUNT_ROOT}/{v}", "/dev/null", read_only=True) for v in visible
+        )
+    else:
+        envs[_ENV_VISIBLE] = ",".join(visible)
     shares = [d for d in devices if d.mode == "hami-core"]
     if shares:
         for i, device in enumerate(shares):
@@ -416,8 +449,7 @@ def container_env(
         for i, device in enumerate(shares):
             if device.cores != shares[0].cores:
                 envs[f"{_ENV_SM_LIMIT}_{i}"] = str(device.cores)
-    names = tuple(f"{CDI_KIND}={v}" for v in visible) if cdi else ()
-    return envs, names
+    return envs, names, mounts
 
 
 def decide(
@@ -427,7 +459,7 @@ def decide(
     device_count: int,
     gpus: Mapping[str, ObservedGpu],
     progress: Mapping[str, frozenset[str]] | None = None,
-    cdi: bool = False,
+    strategy: DeviceListStrategy = "cdi",
     hami_core: HamiCoreSetup | None = None,
 ) -> ContainerGrant | BindError:
     """The answer to one container request of `Allocate` (see the module docstring).
@@ -441,11 +473,10 @@ def decide(
     error = verify_devices(match, gpus, other_holders(pods, node, match.pod.uid))
     if error is not None:
         return error
-    envs, names = container_env(match.allocation.devices, cdi=cdi)
-    mounts: tuple[Mount, ...] = ()
+    envs, names, mounts = container_env(match.allocation.devices, strategy)
     if hami_core is not None and any(d.mode == "hami-core" for d in match.allocation.devices):
         uid, container = match.pod.uid, match.container
-        mounts = hami_core_mounts(hami_core.host_dir, uid, container, lock_dir=hami_core.lock_dir)
+        mounts += hami_core_mounts(hami_core.host_dir, uid, container, lock_dir=hami_core.lock_dir)
         envs.update(hami_core_env(uid, container))
     return ContainerGrant(match, envs, names, tuple(match.allocation.devices), mounts)
 

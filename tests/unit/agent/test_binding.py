@@ -12,6 +12,7 @@ from migweaver.core.agent.binding import (
     BindErrorCode,
     ContainerGrant,
     ContainerMatch,
+    Mount,
     ObservedGpu,
     ObservedInstance,
     container_env,
@@ -269,8 +270,8 @@ def test_decide_grants_existing_free_instances() -> None:
         gpus=GPUS,
     )
     assert isinstance(result, ContainerGrant)
-    assert result.envs == {"NVIDIA_VISIBLE_DEVICES": "MIG-1,MIG-3"}
-    assert result.cdi_devices == ()
+    assert result.envs == {}
+    assert result.cdi_devices == ("nvidia.com/gpu=MIG-1", "nvidia.com/gpu=MIG-3")
     assert result.last
 
 
@@ -374,13 +375,32 @@ def test_an_instance_with_a_process_of_no_pod_is_refused() -> None:
 # ---------------------------------------------------------------------------- answer
 
 
-def test_mig_environment_and_cdi_names() -> None:
+@pytest.mark.parametrize(
+    ("strategy", "expected"),
+    [
+        pytest.param(
+            "cdi", ({}, ("nvidia.com/gpu=MIG-1", "nvidia.com/gpu=MIG-2"), ()), id="cdi-default"
+        ),
+        pytest.param(
+            "volume-mounts",
+            (
+                {"NVIDIA_VISIBLE_DEVICES": "/var/run/nvidia-container-devices"},
+                (),
+                (
+                    Mount("/var/run/nvidia-container-devices/MIG-1", "/dev/null", read_only=True),
+                    Mount("/var/run/nvidia-container-devices/MIG-2", "/dev/null", read_only=True),
+                ),
+            ),
+            id="volume-mounts",
+        ),
+        pytest.param("envvar", ({"NVIDIA_VISIBLE_DEVICES": "MIG-1,MIG-2"}, (), ()), id="envvar"),
+    ],
+)
+def test_mig_devices_by_each_strategy(strategy: Any, expected: Any) -> None:
     devices = [AllocatedDevice.model_validate(mig(u, i)) for i, u in enumerate(["MIG-1", "MIG-2"])]
-    assert container_env(devices) == ({"NVIDIA_VISIBLE_DEVICES": "MIG-1,MIG-2"}, ())
-    assert container_env(devices, cdi=True) == (
-        {"NVIDIA_VISIBLE_DEVICES": "MIG-1,MIG-2"},
-        ("nvidia.com/gpu=MIG-1", "nvidia.com/gpu=MIG-2"),
-    )
+    assert container_env(devices, strategy) == expected
+    if strategy == "cdi":
+        assert container_env(devices) == expected  # the default
 
 
 def test_hami_core_environment_has_hami_cores_variables() -> None:
@@ -388,20 +408,20 @@ def test_hami_core_environment_has_hami_cores_variables() -> None:
         AllocatedDevice.model_validate(share("GPU-1", 8000, 30)),
         AllocatedDevice.model_validate(share("GPU-2", 4000, 30)),
     ]
-    assert container_env(devices, cdi=True) == (
+    assert container_env(devices) == (
         {
-            "NVIDIA_VISIBLE_DEVICES": "GPU-1,GPU-2",
             "CUDA_DEVICE_MEMORY_LIMIT_0": "8000m",
             "CUDA_DEVICE_MEMORY_LIMIT_1": "4000m",
             "CUDA_DEVICE_SM_LIMIT": "30",
         },
         ("nvidia.com/gpu=GPU-1", "nvidia.com/gpu=GPU-2"),
+        (),
     )
     uneven = [
         AllocatedDevice.model_validate(share("GPU-1", 0, 0)),
         AllocatedDevice.model_validate(share("GPU-2", 100, 50)),
     ]
-    envs, _ = container_env(uneven)
+    envs, _, _ = container_env(uneven, "envvar")
     assert envs == {
         "NVIDIA_VISIBLE_DEVICES": "GPU-1,GPU-2",
         "CUDA_DEVICE_MEMORY_LIMIT_1": "100m",

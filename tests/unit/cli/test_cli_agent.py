@@ -12,7 +12,11 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     args = build_parser().parse_args(["agent"])
     assert args.func is cmd_agent
     assert (args.node_name, args.backend, args.resync) == ("gpu-node-1", "nvml", 30)
-    assert (args.device_plugin, args.cdi, args.device_split_count) == (True, None, 10)
+    assert (args.device_plugin, args.device_list_strategy, args.device_split_count) == (
+        True,
+        "cdi",
+        10,
+    )
 
 
 @pytest.mark.parametrize(
