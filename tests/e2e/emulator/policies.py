@@ -152,7 +152,6 @@ def check(
         "operation": operation,
         "resource": {"group": rt.group, "version": rt.version, "resource": rt.plural},
         "kind": {"group": rt.group, "version": rt.version, "kind": rt.kind},
-        "subResource": sub,
         "name": name,
         "namespace": namespace or "",
         "userInfo": {
@@ -161,6 +160,8 @@ def check(
             "extra": {k: list(v) for k, v in (user.get("extra") or {}).items()},
         },
     }
+    if sub:  # left out for the object itself, as the apiserver does
+        request["subResource"] = sub
     for binding in sorted(bindings, key=lambda b: str(b["metadata"]["name"])):
         spec = binding.get("spec") or {}
         policy = policies.get(str(spec.get("policyName") or ""))

@@ -211,6 +211,14 @@ class Emulator:
         self.store.get(accounts, namespace, account)  # 404 when there is no such account
         spec = (body or {}).get("spec") or {} if isinstance(body, dict) else {}
         pod = _bound_pod(self.store, self.registry, namespace, spec.get("boundObjectRef"))
+        if (
+            pod is not None
+            and (pod.get("spec") or {}).get("serviceAccountName", "default") != account
+        ):
+            raise bad_request(
+                f'cannot bind token for serviceaccount "{account}" to pod running with '
+                "different serviceaccount name."
+            )
         token = self.tokens.issue(namespace, account, pod)
         return {
             "apiVersion": "authentication.k8s.io/v1",

@@ -55,7 +55,8 @@ def request(
     return {
         "operation": operation,
         "resource": {"group": "", "version": "v1", "resource": resource},
-        "subResource": sub,
+        # The apiserver leaves subResource out for the object itself.
+        **({"subResource": sub} if sub else {}),
         "name": "p",
         "namespace": "team-a",
         "userInfo": {"username": user, "groups": [], "extra": {NODE_KEY: [node]} if node else {}},

@@ -890,7 +890,8 @@ def request(
     return {
         "operation": operation,
         "resource": {"group": "", "version": "v1", "resource": resource},
-        "subResource": sub,
+        # The apiserver leaves subResource out for the object itself.
+        **({"subResource": sub} if sub else {}),
         "name": name,
         "namespace": "team-a" if resource == "pods" else "",
         "userInfo": {"username": user, "groups": ["system:serviceaccounts"], "extra": extra},
