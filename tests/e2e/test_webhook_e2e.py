@@ -27,7 +27,7 @@ import yaml
 from migweaver.core.resources.api import PLACEMENT_GATE
 from migweaver.operator import webhook
 from tests import builders
-from tests.e2e.kube_api import MUTATING_WEBHOOKS, NAMESPACES, PODS, Kube, meta
+from tests.e2e.kube_api import MUTATING_WEBHOOKS, NAMESPACES, PODS, Kube, KubeError, meta
 from tests.e2e.tls import TlsFiles
 
 JsonDict = dict[str, Any]
@@ -224,11 +224,18 @@ async def test_a_self_signed_certificate_serves_for_development(kube: Kube) -> N
         assert resources(stored)["limits"] == {CORES: "50", GPU: "1"}
 
 
-async def test_a_pod_is_admitted_unchanged_while_the_webhook_is_down(kube: Kube) -> None:
-    """failurePolicy Ignore, as shipped: nothing answers at the URL, the pod is created."""
+async def test_while_the_webhook_is_down_gpu_pods_are_refused_and_others_created(
+    kube: Kube,
+) -> None:
+    """failurePolicy Fail, as shipped: no GPU pod escapes the gate while no operator
+    answers; matchConditions keep every other pod from being sent at all."""
     url = f"https://127.0.0.1:{_free_port()}"
     config = shipped_configuration(kube, url, "")
     await kube.create(MUTATING_WEBHOOKS, config)
-    stored = await kube.create(PODS, gpu_pod("while-down", {MEM: "8000"}))
+    with pytest.raises(KubeError) as refused:
+        await kube.create(PODS, gpu_pod("while-down", {MEM: "8000"}))
+    assert refused.value.status == 500
+    assert 'failed calling webhook "gate-gpu-pods.migweaver.io"' in str(refused.value.body)
+    assert await kube.get_or_none(PODS, "while-down") is None
+    stored = await kube.create(PODS, gpu_pod("cpu-only", {"cpu": "1"}))
     assert "schedulingGates" not in stored["spec"]
-    assert resources(stored)["limits"] == {MEM: "8000"}

@@ -9,9 +9,12 @@ status (`admission webhook "x" denied the request: ...`, code >= 400); a failure
 (refused, timeout, TLS, non-200, malformed review) rejects with 500 InternalError under
 `failurePolicy: Fail` and admits the object unchanged under `Ignore`.
 
+`matchConditions` (CEL, with cel-python: `policies.conditions_hold`) decide after the
+rules and selectors; an evaluation error counts under the failurePolicy.
+
 Not emulated: admission of UPDATE and DELETE (matching webhooks are only called for
 CREATE), `clientConfig.service` (no cluster DNS here: a service reference counts as a
-failure to call), `reinvocationPolicy`, validating webhooks, `matchConditions` (CEL).
+failure to call), `reinvocationPolicy`, validating webhooks.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import aiohttp
 from .errors import StatusError, internal_error
 from .identity import current_user
 from .patches import json_patch
+from .policies import conditions_hold
 from .resources import ResourceType
 from .store import Store
 from .webhooks import MUTATING_KEY, webhook_applies
@@ -54,9 +58,28 @@ class Admission:
         labels = self._store.namespace_labels(namespace) if namespace else None
         for config in configs:
             for webhook in list(config.get("webhooks") or []):
-                if webhook_applies(webhook, "CREATE", rt, obj, labels):
+                if webhook_applies(webhook, "CREATE", rt, obj, labels) and self._conditions_hold(
+                    webhook, rt, namespace, obj
+                ):
                     obj = await self._call(webhook, rt, namespace, obj)
         return obj
+
+    def _conditions_hold(
+        self, webhook: JsonDict, rt: ResourceType, namespace: str | None, obj: JsonDict
+    ) -> bool:
+        """matchConditions (CEL): all true to call; an error counts under failurePolicy."""
+        conditions = list(webhook.get("matchConditions") or [])
+        if not conditions:
+            return True
+        request = _review("", rt, namespace, obj)["request"]
+        try:
+            return conditions_hold(conditions, request, obj, None)
+        except Exception as exc:  # a CEL error: the apiserver applies the failurePolicy
+            if webhook.get("failurePolicy", "Fail") == "Ignore":
+                return False
+            raise internal_error(
+                f'failed calling webhook "{webhook["name"]}": matchCondition failed: {exc}'
+            ) from exc
 
     async def _call(
         self, webhook: JsonDict, rt: ResourceType, namespace: str | None, obj: JsonDict

@@ -112,6 +112,22 @@ class Evaluation:
         return False, f"expression evaluation failed: {exc}", "Invalid"
 
 
+def conditions_hold(
+    conditions: list[JsonDict], request: Mapping[str, Any], obj: Any, old: Any
+) -> bool:
+    """Whether every matchCondition (a webhook's, CEL) is true; raises on an error."""
+    if not conditions:
+        return True
+    evaluation = Evaluation({})
+    to_cel = evaluation.celpy.json_to_cel
+    activation = {
+        "request": to_cel(dict(request)),
+        "object": to_cel(obj),
+        "oldObject": to_cel(old),
+    }
+    return all(bool(evaluation.run(c["expression"], activation)) for c in conditions)
+
+
 def rule_matches(rule: Mapping[str, Any], rt: ResourceType, operation: str, sub: str) -> bool:
     resource = f"{rt.plural}/{sub}" if sub else rt.plural
 

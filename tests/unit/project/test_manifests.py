@@ -20,6 +20,7 @@ tests check what can be checked without one:
 from __future__ import annotations
 
 import copy
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
@@ -759,7 +760,7 @@ def called_for(namespace: str, **labels: str) -> list[tuple[str, str]]:
 def test_webhooks_gate_new_pods_only() -> None:
     service = find("Service", "migweaver-operator")
     webhook_port = {p["name"]: p["port"] for p in service["spec"]["ports"]}["webhook"]
-    assert set(webhooks()) == {"gate-gpu-pods.migweaver.io", "gate-gpu-pods-required.migweaver.io"}
+    assert set(webhooks()) == {"gate-gpu-pods.migweaver.io"}
     for hook in webhooks().values():
         assert hook["rules"] == [
             {
@@ -788,27 +789,66 @@ def test_webhooks_gate_new_pods_only() -> None:
 @pytest.mark.parametrize(
     ("namespace", "labels", "expected"),
     [
-        ("default", {}, [("gate-gpu-pods.migweaver.io", "Ignore")]),
-        ("team-a", {"other": "label"}, [("gate-gpu-pods.migweaver.io", "Ignore")]),
+        ("default", {}, [("gate-gpu-pods.migweaver.io", "Fail")]),
+        ("team-a", {"other": "label"}, [("gate-gpu-pods.migweaver.io", "Fail")]),
         ("kube-system", {}, []),
         (NAMESPACE, {}, []),
         ("batch", {"migweaver.io/webhook": "disabled"}, []),
-        ("training", {"migweaver.io/webhook": "required"}, [
-            ("gate-gpu-pods-required.migweaver.io", "Fail")
-        ]),
-        ("kube-system", {"migweaver.io/webhook": "required"}, []),
     ],
     ids=[
         "plain-namespace", "other-labels", "kube-system-exempt", "own-namespace-exempt",
-        "disabled-by-label", "required-by-label", "kube-system-even-if-required",
+        "disabled-by-label",
     ],
 )  # fmt: skip
 def test_which_webhook_a_namespace_gets(
     namespace: str, labels: dict[str, str], expected: list[tuple[str, str]]
 ) -> None:
-    # With failurePolicy Ignore, a down operator never blocks a pod; only a namespace that
-    # opts in with migweaver.io/webhook=required trades that for "no GPU pod escapes".
+    # failurePolicy Fail: no GPU pod escapes the gate while the operator is down; only GPU
+    # pods are sent (matchConditions), so no other pod waits on the operator.
     assert called_for(namespace, **labels) == expected
+
+
+@pytest.mark.parametrize(
+    ("containers", "sent"),
+    [
+        pytest.param(
+            [{"name": "a", "resources": {"limits": {"nvidia.com/gpu": "1"}}}], True, id="gpu"
+        ),
+        pytest.param(
+            [
+                {"name": "a"},
+                {"name": "b", "resources": {"requests": {"nvidia.com/gpumem": "8000"}}},
+            ],
+            True,
+            id="memory-in-requests-of-a-second-container",
+        ),
+        pytest.param(
+            [{"name": "a", "resources": {"limits": {"nvidia.com/gpucores": "50"}}}],
+            True,
+            id="cores",
+        ),
+        pytest.param(
+            [{"name": "a", "resources": {"limits": {"nvidia.com/gpumem-percentage": "50"}}}],
+            True,
+            id="percentage",
+        ),
+        pytest.param([{"name": "a", "resources": {"limits": {"cpu": "1"}}}], False, id="cpu-only"),
+        pytest.param([{"name": "a"}], False, id="no-resources"),
+    ],
+)
+def test_only_pods_naming_a_gpu_resource_are_sent(containers: list[JsonDict], sent: bool) -> None:
+    pytest.importorskip("celpy", reason="cel-python (the dev extra) is not installed")
+    from migweaver.core.resources.requests import DEFAULTS, wants_gpu
+    from tests.e2e.emulator.policies import conditions_hold
+
+    (hook,) = webhooks().values()
+    pod = {"metadata": {"name": "p"}, "spec": {"containers": containers}}
+    assert conditions_hold(hook["matchConditions"], {"operation": "CREATE"}, pod, None) is sent
+    # The same pods the operator's webhook gates.
+    assert wants_gpu(pod, DEFAULTS) is sent
+    assert set(DEFAULTS.gpu_resources) <= set(
+        re.findall(r"'(nvidia\.com/[a-z-]+)'", hook["matchConditions"][0]["expression"])
+    )
 
 
 def test_the_webhook_path_is_the_operators_handler() -> None:
