@@ -1108,3 +1108,25 @@ def test_allows_helper() -> None:
     assert not allows(granted, "", "pods", "get")
     assert not allows(granted, "", "pods", "list", "a")
     assert len(list(iter_rbac())) == 3
+
+
+def test_metrics_are_open_only_to_labelled_scraper_namespaces() -> None:
+    policy = find("NetworkPolicy", "migweaver-operator")
+    pods = find("Deployment", "migweaver-operator")["spec"]["template"]["metadata"]["labels"]
+    assert selects(policy["spec"]["podSelector"], pods)
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    ports = {
+        p["name"]: p["containerPort"]
+        for p in find("Deployment", "migweaver-operator")["spec"]["template"]["spec"]["containers"][
+            0
+        ]["ports"]
+    }
+    open_to_all = [r for r in policy["spec"]["ingress"] if "from" not in r]
+    scraped = [r for r in policy["spec"]["ingress"] if "from" in r]
+    assert {p["port"] for r in open_to_all for p in r["ports"]} == {"webhook", "probes"}
+    (metrics,) = scraped
+    assert [p["port"] for p in metrics["ports"]] == ["metrics"]
+    assert "metrics" in ports
+    assert metrics["from"] == [
+        {"namespaceSelector": {"matchLabels": {"migweaver.io/metrics-scraper": "true"}}}
+    ]
