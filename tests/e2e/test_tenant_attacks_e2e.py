@@ -37,12 +37,12 @@ from migweaver.agent.main import run_node
 from migweaver.agent.node_agent import NodeAgent
 from migweaver.agent.node_capacity import NodeCapacity
 from migweaver.agent.pods import PodWatcher
-from migweaver.core.operator.pod_reservation import ANNOTATION_RESERVATION
-from migweaver.core.operator.state import PLACEMENT_GATE
-from migweaver.core.resources.allocation import (
+from migweaver.core.resources.api import (
     ANNOTATION_ALLOCATION,
     ANNOTATION_BIND_PHASE,
     ANNOTATION_BIND_TIME,
+    ANNOTATION_RESERVATION,
+    PLACEMENT_GATE,
 )
 from migweaver.core.resources.models import MIGLAYOUT_PLURAL, NODECONFIG_PLURAL
 from migweaver.k8s.client import ClusterObjects, CoreObjects, NodePods, connect

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from migweaver.core.operator.pod_condition import CONDITION_TYPE
-from migweaver.core.operator.pod_reservation import ANNOTATION_RESERVATION
-from migweaver.core.operator.state import PLACEMENT_GATE
-from migweaver.core.resources.allocation import (
+from migweaver.core.resources.api import (
     ANNOTATION_ALLOCATION,
     ANNOTATION_BIND_PHASE,
     ANNOTATION_BIND_TIME,
+    ANNOTATION_RESERVATION,
+    PLACEMENT_CONDITION,
+    PLACEMENT_GATE,
 )
 from tests.unit.project.test_manifests import NAMESPACE, NODE_KEY, Policy, find, merge_patch
 
@@ -232,7 +232,7 @@ def test_the_operators_pod_writes_are_limited_to_its_fields(
 def test_the_operators_condition_passes_and_other_verbs_are_refused() -> None:
     old = gated_pod()
     new = copy.deepcopy(old)
-    new["status"]["conditions"].append({"type": CONDITION_TYPE, "status": "False"})
+    new["status"]["conditions"].append({"type": PLACEMENT_CONDITION, "status": "False"})
     assert policy("migweaver-operator").admit(request(OPERATOR, sub="status"), new, old)[0]
     allowed, why = policy("migweaver-operator").admit(request(OPERATOR, "DELETE"), None, old)
     assert not allowed
