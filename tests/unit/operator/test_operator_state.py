@@ -294,3 +294,35 @@ def test_node_facts_reach_the_snapshot() -> None:
     assert c.ready
     assert c.taints == ()
     assert found.node_facts["a"].unschedulable
+
+
+@pytest.mark.parametrize(
+    "squatter",
+    [
+        pytest.param(
+            pod(
+                "cpu", gpu=0, mem=None, gated=False, allocated=allocation("n", (0, "1g.10gb", 6, 1))
+            ),
+            id="cpu-pod-with-an-allocation",
+        ),
+        pytest.param(
+            pod(
+                "copied",
+                gated=False,
+                allocated=allocation("n", (0, "1g.10gb", 6, 1)).model_copy(
+                    update={"pod_uid": "uid-someone-else"}
+                ),
+            ),
+            id="allocation-of-another-pod",
+        ),
+    ],
+)
+def test_a_pod_pins_nothing_through_an_allocation_not_bound_to_it(squatter: JsonDict) -> None:
+    found = state(
+        pods=[squatter],
+        layouts=[layout("n", spec=[("1g.10gb", 6, 1)], status=[("1g.10gb", 6, 1)])],
+        configs=[nodeconfig("c", node_name="n")],
+    )
+    assert found.allocations == {}
+    (instance,) = gpu(found, "n").instances
+    assert not instance.busy  # the planner may give it to a pod that asks
