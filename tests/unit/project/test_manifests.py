@@ -1110,23 +1110,26 @@ def test_allows_helper() -> None:
     assert len(list(iter_rbac())) == 3
 
 
-def test_metrics_are_open_only_to_labelled_scraper_namespaces() -> None:
-    policy = find("NetworkPolicy", "migweaver-operator")
-    pods = find("Deployment", "migweaver-operator")["spec"]["template"]["metadata"]["labels"]
-    assert selects(policy["spec"]["podSelector"], pods)
+@pytest.mark.parametrize(
+    ("kind", "name", "open_ports"),
+    [
+        pytest.param("Deployment", "migweaver-operator", {"webhook", "probes"}, id="operator"),
+        pytest.param("DaemonSet", "migweaver-agent", {"probes"}, id="agent"),
+    ],
+)
+def test_metrics_are_open_only_to_labelled_scraper_namespaces(
+    kind: str, name: str, open_ports: set[str]
+) -> None:
+    policy = find("NetworkPolicy", name)
+    template = find(kind, name)["spec"]["template"]
+    assert selects(policy["spec"]["podSelector"], template["metadata"]["labels"])
     assert policy["spec"]["policyTypes"] == ["Ingress"]
-    ports = {
-        p["name"]: p["containerPort"]
-        for p in find("Deployment", "migweaver-operator")["spec"]["template"]["spec"]["containers"][
-            0
-        ]["ports"]
-    }
+    ports = {p["name"] for c in template["spec"]["containers"] for p in c.get("ports", [])}
     open_to_all = [r for r in policy["spec"]["ingress"] if "from" not in r]
-    scraped = [r for r in policy["spec"]["ingress"] if "from" in r]
-    assert {p["port"] for r in open_to_all for p in r["ports"]} == {"webhook", "probes"}
-    (metrics,) = scraped
+    (metrics,) = [r for r in policy["spec"]["ingress"] if "from" in r]
+    assert {p["port"] for r in open_to_all for p in r["ports"]} == open_ports
     assert [p["port"] for p in metrics["ports"]] == ["metrics"]
-    assert "metrics" in ports
+    assert "metrics" in ports and open_ports <= ports
     assert metrics["from"] == [
         {"namespaceSelector": {"matchLabels": {"migweaver.io/metrics-scraper": "true"}}}
     ]
