@@ -1129,7 +1129,8 @@ def test_metrics_are_open_only_to_labelled_scraper_namespaces(
     (metrics,) = [r for r in policy["spec"]["ingress"] if "from" in r]
     assert {p["port"] for r in open_to_all for p in r["ports"]} == open_ports
     assert [p["port"] for p in metrics["ports"]] == ["metrics"]
-    assert "metrics" in ports and open_ports <= ports
+    assert "metrics" in ports
+    assert open_ports <= ports
     assert metrics["from"] == [
         {"namespaceSelector": {"matchLabels": {"migweaver.io/metrics-scraper": "true"}}}
     ]
