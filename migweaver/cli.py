@@ -11,13 +11,16 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from migweaver import __version__
 from migweaver.core.agent.binding import DEVICE_LIST_STRATEGIES
 from migweaver.core.mig import catalog as catalog_mod
 from migweaver.core.mig.catalog import GpuModel
+
+if TYPE_CHECKING:
+    from migweaver.sim.engine import Progress
 
 
 def _model_json(model: GpuModel) -> dict[str, Any]:
@@ -252,11 +255,43 @@ def cmd_version(_: argparse.Namespace) -> int:
     return 0
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows each option's default in `--help`, unless its help already names it or there
+    is none worth showing (a flag that is off, an option without a value)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or default is None
+            or default is False
+            or default is argparse.SUPPRESS
+            or default == ""
+            or isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction)
+            or not action.option_strings
+        ):
+            return action.help
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="migweaver", description="Dynamic MIG for Kubernetes with HAMi's pod API."
+        prog="migweaver",
+        description="Dynamic MIG for Kubernetes with HAMi's pod API.",
+        formatter_class=_HelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"migweaver {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Every subcommand's --help shows the defaults too.
+    add_parser = sub.add_parser
+
+    def add_with_defaults(*args: Any, **kwargs: Any) -> argparse.ArgumentParser:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        parser: argparse.ArgumentParser = add_parser(*args, **kwargs)
+        return parser
+
+    sub.add_parser = add_with_defaults  # type: ignore[method-assign]
 
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=cmd_version)
@@ -487,8 +522,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         except ChartUnavailable as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-    result = run_simulation(loaded, policy_named(args.policy))
-    other = run_simulation(loaded, policy_named(args.compare)) if args.compare else None
+    result = run_simulation(loaded, policy_named(args.policy), _progress_line(args.policy))
+    other = (
+        run_simulation(loaded, policy_named(args.compare), _progress_line(args.compare))
+        if args.compare
+        else None
+    )
+    _clear_progress()
     if args.json:
         data = report_json(result)
         if other is not None:
@@ -509,10 +549,56 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress_line(policy: str) -> Callable[[Progress], None] | None:
+    """A one-line progress display on the terminal (stderr), only when both stdout and
+    stderr are terminals: redirected output, pipes and CI logs stay clean. Redrawn at most
+    ten times a second; `_clear_progress` wipes it before the report is printed."""
+    if not (sys.stdout.isatty() and sys.stderr.isatty()):
+        return None
+    import time
+
+    from migweaver.sim.report import format_duration
+
+    last = 0.0
+
+    def show(progress: Progress) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last < 0.1:
+            return
+        last = now
+        sys.stderr.write(
+            f"\r\033[K{policy}: t={format_duration(progress.now)}  "
+            f"arrived {progress.arrived}/{progress.total}  done {progress.done}"
+        )
+        sys.stderr.flush()
+
+    return show
+
+
+def _clear_progress() -> None:
+    if sys.stdout.isatty() and sys.stderr.isatty():
+        sys.stderr.write("\r\033[K")
+        sys.stderr.flush()
+
+
+# What a shell reports for a command killed by SIGPIPE (128 + 13): `migweaver catalog | head`
+# ends like `cat FILE | head` would, quietly.
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`| head`). Python would flush stdout again at exit and
+        # print a second traceback: point stdout at /dev/null first (Python's signal docs).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     return result
 
 

@@ -19,6 +19,7 @@ Time is virtual: the clock jumps from event to event.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -33,9 +34,19 @@ from migweaver.sim.policies import Policy
 from migweaver.sim.results import DeviceUse, PodOutcome, Sample, SimResult
 from migweaver.sim.scenario import LoadedScenario, SimPod
 
-__all__ = ["Simulation", "run_simulation"]
+__all__ = ["Progress", "Simulation", "run_simulation"]
 
 PodState = Literal["waiting", "starting", "running", "done"]
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Where a run stands, for a progress line: virtual time and pods seen so far."""
+
+    now: float
+    arrived: int
+    done: int
+    total: int
 
 
 @dataclass(slots=True)
@@ -50,8 +61,16 @@ class _Pod:
 class Simulation:
     """One run of a scenario under a policy; `run()` returns the result."""
 
-    def __init__(self, loaded: LoadedScenario, policy: Policy) -> None:
+    def __init__(
+        self,
+        loaded: LoadedScenario,
+        policy: Policy,
+        progress: Callable[[Progress], None] | None = None,
+    ) -> None:
         self.loaded = loaded
+        self.progress = progress
+        self._arrived = 0
+        self._done = 0
         self.scenario = loaded.scenario
         self.policy = policy
         self.queue = EventQueue()
@@ -79,6 +98,7 @@ class Simulation:
                 break
             event = self.queue.pop()
             if event.kind is EventKind.ARRIVE:
+                self._arrived += 1
                 self._schedule_plan()
             elif event.kind is EventKind.PLAN:
                 self._plan()
@@ -88,6 +108,10 @@ class Simulation:
                 self._end(self.pods[event.pod])
             if self.queue.peek_time() != self.queue.now:
                 self._sample()
+                if self.progress is not None:
+                    self.progress(
+                        Progress(self.queue.now, self._arrived, self._done, len(self.pods))
+                    )
         horizon = end if end is not None else self.queue.now
         steps = self.fleet.steps
         return SimResult(
@@ -232,6 +256,7 @@ class Simulation:
                     del gpu.held[held]
         pod.pids.clear()
         pod.state = "done"
+        self._done += 1
         pod.outcome.ended = self.queue.now
         if self._waiting():
             self._schedule_plan()
@@ -283,6 +308,11 @@ class Simulation:
             self._samples.append(sample)
 
 
-def run_simulation(loaded: LoadedScenario, policy: Policy) -> SimResult:
-    """Run `loaded` under `policy` from t=0 until nothing is left (or `end`)."""
-    return Simulation(loaded, policy).run()
+def run_simulation(
+    loaded: LoadedScenario,
+    policy: Policy,
+    progress: Callable[[Progress], None] | None = None,
+) -> SimResult:
+    """Run `loaded` under `policy` from t=0 until nothing is left (or `end`); `progress`
+    is called after every instant of virtual time."""
+    return Simulation(loaded, policy, progress).run()
