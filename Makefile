@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck imports unit crds bench proto clean help prometheus e2e-node
+.PHONY: demo test lint typecheck imports unit crds bench proto clean help prometheus e2e-node image image-offline image-check version
 
 help:
 	@echo "make demo   - show migweaver on a simulated fleet (the README's first command)"
@@ -13,6 +13,7 @@ help:
 	@echo "make proto  - regenerate the kubelet device plugin API code from its .proto"
 	@echo "make bench  - run the benchmarks and write docs/benchmarks.md"
 	@echo "make e2e-node - pods on a real kubelet node (needs root and K8S_KIT, default ../shared/k8s)"
+	@echo "make image  - build the container image with docker, podman or buildah (docs/installation.md)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -83,3 +84,70 @@ proto: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+
+# --- the container image (docs/installation.md) ------------------------------------------------
+# The version is written once, in migweaver/__init__.py: the package, the image tag and the
+# chart carry it (tests/unit/project/test_release.py keeps the chart and manifests level).
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' migweaver/__init__.py)
+IMAGE   ?= ghcr.io/migweaver/migweaver
+# The first engine that works: a docker whose daemon answers, else podman, else buildah.
+ENGINE  ?= $(shell if docker info >/dev/null 2>&1; then echo docker; \
+             elif command -v podman >/dev/null 2>&1; then echo podman; \
+             elif command -v buildah >/dev/null 2>&1; then echo buildah; fi)
+# Extra engine options, e.g. ENGINE_FLAGS="--storage-driver vfs" where overlayfs is missing.
+ENGINE_FLAGS ?=
+BUILD_FLAGS  ?=
+# BASE_IMAGE= another base (the Dockerfile's default: a pinned python slim image);
+# BASE_PYTHON= its Python interpreter. WHEELHOUSE=1 puts every dependency's wheel into the
+# build context (downloaded here for BASE_PYTHON_VERSION) so the build needs no network.
+BASE_IMAGE ?=
+BASE_PYTHON ?= python3
+BASE_PYTHON_VERSION ?= 3.12
+WHEELHOUSE ?=
+IMAGE_CONTEXT := build/image
+
+version:
+	@echo $(VERSION)
+
+image: $(STAMP)
+	@test -n "$(ENGINE)" || { echo "make image: no docker daemon, podman or buildah found" >&2; exit 1; }
+	rm -rf $(IMAGE_CONTEXT)
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir $(IMAGE_CONTEXT)/wheels .
+	$(if $(WHEELHOUSE),$(BIN)/python -m pip download --quiet --dest $(IMAGE_CONTEXT)/wheels \
+	  --only-binary=:all: --python-version $(BASE_PYTHON_VERSION) \
+	  $(IMAGE_CONTEXT)/wheels/migweaver-$(VERSION)-py3-none-any.whl)
+	$(ENGINE) $(ENGINE_FLAGS) build $(BUILD_FLAGS) \
+	  -f Dockerfile -t $(IMAGE):$(VERSION) \
+	  $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
+	  --build-arg PYTHON=$(BASE_PYTHON) \
+	  $(if $(WHEELHOUSE),--build-arg PIP_OPTIONS=--no-index) \
+	  --build-arg VERSION=$(VERSION) \
+	  --build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
+	  $(IMAGE_CONTEXT)
+	@echo "built $(IMAGE):$(VERSION) with $(ENGINE)"
+
+# `migweaver version` and `migweaver agent --help` inside the built image. RUN_FLAGS: e.g.
+# "--isolation chroot" for buildah where the sandbox forbids an OCI runtime's setrlimit.
+RUN_FLAGS ?=
+image-check:
+ifeq ($(ENGINE),buildah)
+	c=$$(buildah $(ENGINE_FLAGS) from --pull-never $(IMAGE):$(VERSION)) && \
+	  { buildah $(ENGINE_FLAGS) run $(RUN_FLAGS) $$c -- migweaver version && \
+	    buildah $(ENGINE_FLAGS) run $(RUN_FLAGS) $$c -- migweaver agent --help >/dev/null; \
+	    rc=$$?; buildah $(ENGINE_FLAGS) rm $$c >/dev/null; exit $$rc; }
+else
+	$(ENGINE) $(ENGINE_FLAGS) run --rm $(RUN_FLAGS) $(IMAGE):$(VERSION) version
+	$(ENGINE) $(ENGINE_FLAGS) run --rm $(RUN_FLAGS) $(IMAGE):$(VERSION) agent --help >/dev/null
+endif
+	@echo "$(IMAGE):$(VERSION) runs migweaver version and migweaver agent --help"
+
+# Without any container registry: a base made from Debian packages (mmdebstrap), every
+# wheel in the build context, then `migweaver version` run inside the image. Needs root.
+DEBIAN_SUITE ?= bookworm
+DEBIAN_BASE  ?= localhost/migweaver-base:$(DEBIAN_SUITE)
+# The suite's python3: bookworm 3.11, trixie 3.13.
+DEBIAN_PYTHON ?= 3.11
+image-offline: $(STAMP)
+	scripts/debian-base-image.sh "$(ENGINE) $(ENGINE_FLAGS)" $(DEBIAN_BASE) $(DEBIAN_SUITE)
+	$(MAKE) image BASE_IMAGE=$(DEBIAN_BASE) BASE_PYTHON_VERSION=$(DEBIAN_PYTHON) WHEELHOUSE=1
+	$(MAKE) image-check
