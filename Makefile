@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 help:
 	@echo "make demo   - show migweaver on a simulated fleet (the README's first command)"
 	@echo "make test   - lint, type-check, import layering and the whole test suite"
-	@echo "make crds   - regenerate crds/ and manifests/crds/ from the models in migweaver/core"
+	@echo "make crds   - regenerate crds/, manifests/crds/ and the chart's crds/ from the models"
 	@echo "make proto  - regenerate the kubelet device plugin API code from its .proto"
 	@echo "make bench  - run the benchmarks and write docs/benchmarks.md"
 	@echo "make e2e-node - pods on a real kubelet node (needs root and K8S_KIT, default ../shared/k8s)"
@@ -69,11 +69,13 @@ K8S_KIT ?= ../shared/k8s
 e2e-node: $(STAMP)
 	tests/e2e_node/run.sh $(K8S_KIT) $(PYTEST_ARGS)
 
-# Twice: kustomize reads no file outside manifests/, so manifests/crds/ holds a copy
-# (tests/unit/test_manifests.py checks that both are the same).
+# Three times: kustomize reads no file outside manifests/ and Helm none outside the chart, so
+# manifests/crds/ and charts/migweaver/crds/ hold copies (tests/unit/project/test_manifests.py
+# and test_chart.py check that all are the same).
 crds: $(STAMP)
 	$(BIN)/migweaver crds --output-dir crds
 	$(BIN)/migweaver crds --output-dir manifests/crds
+	$(BIN)/migweaver crds --output-dir charts/migweaver/crds
 
 # The kubelet device plugin API (v1beta1). Run from the repository root so the generated
 # modules import each other as migweaver.agent.deviceplugin.api_pb2; the exact command is
