@@ -326,11 +326,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_plan)
 
+    p = sub.add_parser(
+        "release-gates",
+        help="after uninstalling: let every pod that waits for migweaver go to the scheduler",
+        description=(
+            "Removes the migweaver.io/placement scheduling gate (and an unreleased "
+            "reservation) from every pod that carries it, so that no pod waits forever once "
+            "migweaver is gone. Run it after `helm uninstall` or `kubectl delete -k "
+            "manifests/`; MIG instances and running pods are left alone "
+            "(docs/migrating-from-hami.md)."
+        ),
+    )
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then ~/.kube)")
+    p.add_argument("--dry-run", action="store_true", help="list the gated pods, change nothing")
+    p.set_defaults(func=cmd_release_gates)
+
     _add_agent_parser(sub)
     _add_probe_parser(sub)
     _add_simulate_parser(sub)
     _add_operator_parser(sub)
     return parser
+
+
+def cmd_release_gates(args: argparse.Namespace) -> int:
+    """Remove migweaver's scheduling gate from every pod (docs/migrating-from-hami.md)."""
+    import asyncio
+
+    from migweaver.k8s.client import ApiError, connect
+    from migweaver.operator.release_gates import release_gates
+
+    async def run() -> int:
+        try:
+            api = await connect(args.kubeconfig)
+        except Exception as exc:  # a missing or broken kubeconfig: say so, no traceback
+            print(f"error: cannot connect to the cluster: {exc}", file=sys.stderr)
+            return 1
+        async with api:
+            try:
+                result = await release_gates(api, dry_run=args.dry_run)
+            except ApiError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+        verb = "would release" if args.dry_run else "released"
+        for pod in result.released:
+            print(f"{verb} {pod}")
+        for failure in result.failed:
+            print(f"error: {failure}", file=sys.stderr)
+        print(f"{verb} {len(result.released)} pods; {len(result.failed)} failed")
+        return 1 if result.failed else 0
+
+    return asyncio.run(run())
 
 
 def _add_agent_parser(sub: Any) -> None:

@@ -42,7 +42,7 @@ from migweaver.core.resources.api import (
 from migweaver.core.resources.bodies import MigLayoutBody, PodBody
 from migweaver.core.resources.models import InstanceStatus, MigLayout
 
-__all__ = ["NotReady", "ready_allocation", "release_patch", "ungate_patch"]
+__all__ = ["NotReady", "leave_patch", "ready_allocation", "release_patch", "ungate_patch"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,3 +181,14 @@ def ungate_patch(pod: PodBody) -> dict[str, Any]:
         "metadata": {"resourceVersion": metadata_of(pod).get("resourceVersion")},
         "spec": {"schedulingGates": _gates_after(pod)},
     }
+
+
+def leave_patch(pod: PodBody) -> dict[str, Any]:
+    """When migweaver is uninstalled (`migweaver release-gates`): the placement gate and an
+    unreleased reservation go, everything else stays (other gates, a released pod's
+    allocation, the pod's own fields). The pod is then the stock scheduler's alone."""
+    patch = ungate_patch(pod)
+    annotations = metadata_of(pod).get("annotations")
+    if isinstance(annotations, Mapping) and ANNOTATION_RESERVATION in annotations:
+        patch["metadata"]["annotations"] = {ANNOTATION_RESERVATION: None}
+    return patch

@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from migweaver.core.operator.release import NotReady, ready_allocation, release_patch, ungate_patch
+from migweaver.core.operator.release import (
+    NotReady,
+    leave_patch,
+    ready_allocation,
+    release_patch,
+    ungate_patch,
+)
 from migweaver.core.operator.state import cluster_state, instance_owners
 from migweaver.core.resources.allocation import Allocation, parse_allocation
 from migweaver.core.resources.api import (
@@ -171,6 +177,38 @@ def test_ungate_patch_removes_only_the_gate() -> None:
         "metadata": {"resourceVersion": "9"},
         "spec": {"schedulingGates": [{"name": "x.io/y"}]},
     }
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        pytest.param(
+            pod("p", gpu=1, rv="3"),
+            {"metadata": {"resourceVersion": "3"}, "spec": {"schedulingGates": None}},
+            id="waiting-pod",
+        ),
+        pytest.param(
+            pod("p", gpu=1, extra_gates=("x.io/y",), rv="4"),
+            {
+                "metadata": {"resourceVersion": "4"},
+                "spec": {"schedulingGates": [{"name": "x.io/y"}]},
+            },
+            id="another-gate-stays",
+        ),
+        pytest.param(
+            pod("p", reserved=ONE_G, rv="5"),
+            {
+                "metadata": {"resourceVersion": "5", "annotations": {ANNOTATION_RESERVATION: None}},
+                "spec": {"schedulingGates": None},
+            },
+            id="reservation-goes-with-the-gate",
+        ),
+    ],
+)
+def test_leave_patch_hands_the_pod_to_the_scheduler(body: JsonDict, expected: JsonDict) -> None:
+    # Uninstall (`migweaver release-gates`): no nodeSelector, no allocation is written;
+    # the stock scheduler alone places the pod.
+    assert leave_patch(body) == expected
 
 
 def test_instance_reserved_twice_is_released_to_neither_pod() -> None:
