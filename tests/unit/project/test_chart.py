@@ -200,11 +200,16 @@ COUNTERPARTS = [
 ]
 
 
+def is_hook(obj: JsonDict) -> bool:
+    """Helm hooks run at a moment of the release's life; they are not installed objects."""
+    return "helm.sh/hook" in (obj["metadata"].get("annotations") or {})
+
+
 @pytest.mark.parametrize(("values", "directory", "chart_only"), COUNTERPARTS)
 def test_chart_renders_what_kustomize_builds(
     values: JsonDict, directory: Path, chart_only: set[tuple[str, str, str]]
 ) -> None:
-    chart = render(values)
+    chart = [o for o in render(values) if not is_hook(o)]
     built = kustomize(directory)
     assert {key(o) for o in chart} - {key(o) for o in built} == chart_only
     assert {key(o) for o in built} - {key(o) for o in chart} == {NAMESPACE_OBJECT}
@@ -388,6 +393,29 @@ def test_release_namespace_reaches_every_reference() -> None:
     webhook = find(objects, "MutatingWebhookConfiguration", "migweaver-pod-gate")
     for entry in webhook["webhooks"]:
         assert entry["clientConfig"]["service"]["namespace"] == "gpu-system"
+
+
+# --- uninstall ----------------------------------------------------------------------------------
+
+
+def test_uninstall_hook_releases_the_gates_with_just_enough_rights() -> None:
+    hooks = [o for o in render() if is_hook(o)]
+    assert {key(o) for o in hooks} == {
+        ("ServiceAccount", NAMESPACE, "migweaver-release-gates"),
+        ("ClusterRole", "", "migweaver-release-gates"),
+        ("ClusterRoleBinding", "", "migweaver-release-gates"),
+        ("Job", NAMESPACE, "migweaver-release-gates"),
+    }
+    for hook in hooks:
+        # After the webhook and the operator are gone: no pod is gated after it ran.
+        assert hook["metadata"]["annotations"]["helm.sh/hook"] == "post-delete"
+    job = find(hooks, "Job", "migweaver-release-gates")
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["migweaver", "release-gates"]
+    assert container["image"] == f"ghcr.io/migweaver/migweaver:{migweaver.__version__}"
+    (rule,) = find(hooks, "ClusterRole", "migweaver-release-gates")["rules"]
+    assert rule == {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "patch"]}
+    assert not [o for o in render({"uninstall": {"releaseGates": False}}) if is_hook(o)]
 
 
 # --- the self-signed certificate ----------------------------------------------------------------
