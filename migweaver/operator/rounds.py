@@ -278,6 +278,15 @@ class Operator:
     ) -> None:
         if outcome.outcome == "unchanged":
             return
+        if outcome.warnings:
+            # Unknown keys (typos), HAMi settings migweaver does not use, ...: never
+            # ignored silently, whether or not the version is taken.
+            for warning in outcome.warnings:
+                log.warning("geometry configuration: %s", warning)
+            if configmap is not None:
+                await self.events.record(
+                    configmap, "ConfigWarning", "; ".join(outcome.warnings), "Warning"
+                )
         if outcome.outcome == "invalid" and configmap is not None:
             self.metrics.config_reload_failed()
             message = "kept the last valid configuration: " + "; ".join(outcome.errors)

@@ -784,6 +784,60 @@ async def test_invalid_configmap_keeps_the_last_valid_one(kube: Kube, binder: No
         assert device.profile == "3g.40gb"  # the last valid configuration is in force
 
 
+# HAMi's own ConfigMap data (`hami-scheduler-device`, key `device-config.yaml`): the nvidia
+# block with HAMi settings migweaver does not use, beside other vendors' blocks.
+HAMI_DEVICE_CONFIG = """
+nvidia:
+  resourceCountName: nvidia.com/gpu
+  gpuCorePolicy: default
+  libCudaLogLevel: 1
+  knownMigGeometries:
+  - models: ["A100-SXM4-80GB"]
+    allowedGeometries:
+    - - name: 3g.40gb
+        memory: 40960
+        count: 2
+cambricon:
+  resourceCountName: cambricon.com/vmlu
+vnpus:
+  hamiVnpuCore: false
+"""
+
+
+async def test_hami_configmap_as_it_is_and_a_misspelled_key(kube: Kube, binder: None) -> None:
+    node = kube.name("config-hami")
+    await add_node(kube, node)
+    await add_nodeconfig(kube, node, "mig")
+    configmap = await kube.create(
+        CONFIGMAPS,
+        {"metadata": {"name": CONFIGMAP_NAME}, "data": {"device-config.yaml": HAMI_DEVICE_CONFIG}},
+    )
+    async with running_agents(kube, (node, f"{A100}:1")), running_operator(kube):
+        events = await wait_events(kube, configmap, {"ConfigLoaded", "ConfigWarning"})
+        (warning,) = [e for e in events if e["reason"] == "ConfigWarning"]
+        assert "nvidia.gpuCorePolicy" in warning["message"]
+        assert "cambricon" not in warning["message"]  # other vendors' blocks are HAMi's
+        await kube.create(PODS, gpu_pod("hami-3g", 1, 8000, "mig"))
+        (device,) = allocation_of(await wait_pod(kube, "hami-3g", released)).devices
+        assert device.profile == "3g.40gb"  # the geometry of HAMi's ConfigMap is in force
+
+        misspelled = HAMI_DEVICE_CONFIG.replace("knownMigGeometries", "knownMigGeomtries")
+        await kube.patch(CONFIGMAPS, CONFIGMAP_NAME, {"data": {"device-config.yaml": misspelled}})
+
+        events = await kube.wait_for_list(
+            EVENTS,
+            lambda items: any("knownMigGeomtries" in e["message"] for e in items),
+            meta(configmap).get("namespace") or "default",
+            field_selector=f"involvedObject.uid={meta(configmap)['uid']}",
+            timeout_s=TIMEOUT,
+        )
+        for event in events:
+            kube.track(EVENTS, meta(event)["name"], meta(event)["namespace"])
+        (typo,) = [e for e in events if "knownMigGeomtries" in e["message"]]
+        assert typo["type"] == "Warning"
+        assert "nearest known key is 'knownMigGeometries'" in typo["message"]
+
+
 async def test_deleted_waiting_pod_releases_its_reservation(kube: Kube, binder: None) -> None:
     node = kube.name("delete-h")
     await add_node(kube, node)

@@ -18,7 +18,7 @@ from migweaver.core.mig.catalog import GpuModel, models_matching
 from migweaver.core.mig.geometry import fit_profiles
 from migweaver.core.mig.profiles import MigProfile, ProfileTable
 
-__all__ = ["MEMORY_TOLERANCE", "check_config", "check_geometries", "fits", "warn_extra"]
+__all__ = ["MEMORY_TOLERANCE", "check_config", "check_geometries", "fits"]
 
 MEMORY_TOLERANCE: Final = 0.10
 """A configured `memory` further than this from the catalog's MiB gets a warning."""
@@ -34,7 +34,6 @@ def check_geometries(config: DeviceConfig, issues: IssueCollector) -> None:
     claimed: dict[str, int] = {}
     for k, entry in enumerate(config.nvidia.known_mig_geometries):
         base: Loc = ("nvidia", "knownMigGeometries", k)
-        warn_extra(issues, base, entry.model_extra)
         matched: list[GpuModel] = []
         for i, name in enumerate(entry.models):
             found = models_matching(name)
@@ -73,7 +72,6 @@ def _check_geometry(
 ) -> None:
     counts_ok = True
     for j, item in enumerate(geometry):
-        warn_extra(issues, (*loc, j), item.model_extra)
         if item.count < 1:
             counts_ok = False
             issues.error(
@@ -182,9 +180,3 @@ def _table_groups(models: Iterable[GpuModel]) -> list[tuple[str, ProfileTable]]:
         )
         groups.setdefault(signature, ([], table))[0].append(model.key)
     return [("/".join(keys), table) for keys, table in groups.values()]
-
-
-def warn_extra(issues: IssueCollector, loc: Loc, extra: Mapping[str, Any] | None) -> None:
-    """Warn about each key the schema did not know (kept by `extra="allow"`)."""
-    for key in extra or {}:
-        issues.warn((*loc, key), "unknown key, ignored (a typo?)")

@@ -12,6 +12,7 @@ from migweaver.core.config.flat_lists import ungroup_flat_lists
 from migweaver.core.config.issues import ConfigResult, IssueCollector
 from migweaver.core.config.messages import pydantic_message
 from migweaver.core.config.schema import CONFIG_KEY, DeviceConfig
+from migweaver.core.config.unknown_keys import check_unknown_keys
 from migweaver.core.config.yaml_source import ConfigMapText, parse_yaml
 from migweaver.core.resources.api import describe_kind
 
@@ -22,8 +23,8 @@ def load_device_config(text: str, source: str = CONFIG_KEY) -> ConfigResult:
     """Parse and check a device configuration; never raises.
 
     `text` is either the `config.yaml` content (`nvidia:` at the top) or a whole ConfigMap
-    manifest whose `data["config.yaml"]` holds it. `source` names the input in messages.
-    Geometry indices in messages are 0-based, as in the paths.
+    manifest whose `data["config.yaml"]` (or HAMi's `data["device-config.yaml"]`) holds it.
+    `source` names the input in messages. Geometry indices in messages are 0-based, as in the paths.
     """
     issues = IssueCollector()
     raw = parse_yaml(text, source, issues)
@@ -42,6 +43,7 @@ def load_device_config(text: str, source: str = CONFIG_KEY) -> ConfigResult:
         )
         return issues.result(None, source)
 
+    check_unknown_keys(raw, issues)
     document, flat, flat_notes = ungroup_flat_lists(raw)
     issues.flat = flat
     for loc, message in flat_notes:

@@ -1,12 +1,13 @@
 """Reloading the geometry ConfigMap: a new valid version replaces the old, an invalid one
 never does.
 
-The operator reads ConfigMap `migweaver-device-config` (key `config.yaml`) when it starts
+The operator reads ConfigMap `migweaver-device-config` (key `config.yaml`, or HAMi's
+`device-config.yaml`: HAMi's ConfigMap's data can be used as it is) when it starts
 and whenever it changes. `reload` decides what is in force next:
 
 - same `resourceVersion` as last time: nothing to do (`unchanged`);
 - a version that loads without errors: it is in force (`loaded`, with its warnings);
-- a version with errors, or without the `config.yaml` key: the configuration in force
+- a version with errors, or with neither key (or both): the configuration in force
   stays, and the outcome is `invalid` with every error (the operator posts a Warning
   Event and counts `migweaver_config_reload_failures_total`);
 - no ConfigMap at all: HAMi's defaults with no configured geometries (`removed`), the
@@ -21,7 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from migweaver.core.config import CONFIG_KEY, DeviceConfig, load_device_config
+from migweaver.core.config import DeviceConfig, load_device_config
+from migweaver.core.config.yaml_source import config_key
 
 __all__ = ["DEFAULT_CONFIG", "ConfigInForce", "ReloadOutcome", "reload"]
 
@@ -60,11 +62,13 @@ def reload(
     if version and version == current.version:
         return current, ReloadOutcome("unchanged")
     data = configmap.get("data")
-    text = data.get(CONFIG_KEY) if isinstance(data, Mapping) else None
-    if not isinstance(text, str):
+    key, why_not = config_key(data) if isinstance(data, Mapping) else (None, "has no data")
+    text = data.get(key) if key is not None and isinstance(data, Mapping) else None
+    if key is None or not isinstance(text, str):
         keep = ConfigInForce(current.config, version)
-        return keep, ReloadOutcome("invalid", (f"the ConfigMap has no data key {CONFIG_KEY!r}",))
-    result = load_device_config(text, CONFIG_KEY)
+        why = why_not or f"data[{key!r}] is not a string"
+        return keep, ReloadOutcome("invalid", (f"the ConfigMap {why}",))
+    result = load_device_config(text, key)
     warnings = tuple(str(w) for w in result.warnings)
     if not result.ok or result.config is None:
         errors = tuple(str(e) for e in result.errors)

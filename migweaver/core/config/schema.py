@@ -17,6 +17,8 @@ from migweaver.core.resources.requests import RequestDefaults
 __all__ = [
     "CONFIGMAP_NAME",
     "CONFIG_KEY",
+    "CONFIG_KEYS",
+    "HAMI_CONFIG_KEY",
     "DeviceConfig",
     "KnownMigGeometry",
     "MigGeometryEntry",
@@ -27,6 +29,10 @@ CONFIGMAP_NAME: Final = "migweaver-device-config"
 """The ConfigMap the operator watches (namespace of the operator)."""
 CONFIG_KEY: Final = "config.yaml"
 """The ConfigMap data key that holds the configuration."""
+HAMI_CONFIG_KEY: Final = "device-config.yaml"
+"""The key of HAMi's scheduler ConfigMap (`hami-scheduler-device`), accepted as it is."""
+CONFIG_KEYS: Final = (CONFIG_KEY, HAMI_CONFIG_KEY)
+"""Either data key holds the configuration (one of them per ConfigMap)."""
 
 
 class MigGeometryEntry(BaseModel):

@@ -1,5 +1,6 @@
 """Reading the YAML a user wrote: a `config.yaml` text, or a whole ConfigMap manifest
-(one of several documents) whose `data["config.yaml"]` holds it.
+(one of several documents) whose `data["config.yaml"]` holds it, or HAMi's own
+`hami-scheduler-device` ConfigMap as it is (`data["device-config.yaml"]`).
 
 A YAML error is reported at its line in the file the user edits, also inside a ConfigMap's
 `|` block. Accepting another data key, or another spelling of the document, belongs here.
@@ -15,10 +16,10 @@ from typing import Any, Final
 import yaml
 
 from migweaver.core.config.issues import IssueCollector
-from migweaver.core.config.schema import CONFIG_KEY, CONFIGMAP_NAME
+from migweaver.core.config.schema import CONFIG_KEY, CONFIG_KEYS, CONFIGMAP_NAME
 from migweaver.core.resources.api import describe_kind
 
-__all__ = ["ConfigMapText", "parse_yaml"]
+__all__ = ["ConfigMapText", "config_key", "parse_yaml"]
 
 _HELM_TEMPLATE: Final = re.compile(r"\{\s*\{")
 
@@ -30,13 +31,29 @@ class ConfigMapText:
     text: str
     line_offset: int | None = None
     column_offset: int = 0
+    key: str = CONFIG_KEY
+    """The data key it came from: `config.yaml`, or HAMi's `device-config.yaml`."""
+
+
+def config_key(data: Mapping[Any, Any]) -> tuple[str | None, str | None]:
+    """Which data key of a ConfigMap holds the configuration: `(key, None)`, or
+    `(None, why not)` when it has neither key or both (which one would be meant?)."""
+    present = [k for k in CONFIG_KEYS if k in data]
+    if len(present) == 1:
+        return present[0], None
+    if present:
+        return None, f"has both keys {CONFIG_KEYS[0]!r} and {CONFIG_KEYS[1]!r}; keep one"
+    keys = ", ".join(repr(str(k)) for k in data) or "none"
+    return None, (
+        f"has no key {CONFIG_KEYS[0]!r} (nor HAMi's {CONFIG_KEYS[1]!r}) in data (its keys: {keys})"
+    )
 
 
 def parse_yaml(
     text: str, source: str, issues: IssueCollector, embedded: ConfigMapText | None = None
 ) -> Any:
     """The parsed document, a `ConfigMapText` for a ConfigMap, or None after an error."""
-    where = f"data[{CONFIG_KEY!r}]" if embedded else source
+    where = f"data[{embedded.key!r}]" if embedded else source
     try:
         documents = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.MarkedYAMLError as exc:
@@ -74,7 +91,7 @@ def _pick_document(documents: list[Any], source: str, issues: IssueCollector) ->
         if isinstance(d, Mapping)
         and d.get("kind") == "ConfigMap"
         and isinstance(d.get("data"), Mapping)
-        and CONFIG_KEY in d["data"]
+        and any(k in d["data"] for k in CONFIG_KEYS)
     ]
     named = [i for i in candidates if _configmap_name(documents[i]) == CONFIGMAP_NAME]
     if len(named) == 1:
@@ -84,7 +101,7 @@ def _pick_document(documents: list[Any], source: str, issues: IssueCollector) ->
     issues.error(
         source,
         f"{len(documents)} YAML documents, {len(candidates)} of them ConfigMaps with "
-        f"data[{CONFIG_KEY!r}]; expected exactly one",
+        f"data[{CONFIG_KEY!r}] or data[{CONFIG_KEYS[1]!r}]; expected exactly one",
     )
     return None
 
@@ -103,14 +120,14 @@ def _configmap_text(
     if not isinstance(data, Mapping):
         issues.error("data", f"{label} has no data (expected data[{CONFIG_KEY!r}])")
         return None
-    if CONFIG_KEY not in data:
-        keys = ", ".join(repr(str(k)) for k in data) or "none"
-        issues.error("data", f"{label} has no key {CONFIG_KEY!r} in data (its keys: {keys})")
+    key, why_not = config_key(data)
+    if key is None:
+        issues.error("data", f"{label} {why_not}")
         return None
-    value = data[CONFIG_KEY]
+    value = data[key]
     if not isinstance(value, str):
         issues.error(
-            f"data[{CONFIG_KEY!r}]",
+            f"data[{key!r}]",
             "must be a string holding the config.yaml text (a `|` block); "
             f"got {describe_kind(value)}",
         )
@@ -120,11 +137,11 @@ def _configmap_text(
             "metadata.name",
             f"the ConfigMap is named {name!r}; the operator reads {CONFIGMAP_NAME!r}",
         )
-    line, column = _block_offset(text, index)
-    return ConfigMapText(value, line, column)
+    line, column = _block_offset(text, index, key)
+    return ConfigMapText(value, line, column, key)
 
 
-def _block_offset(text: str, index: int) -> tuple[int | None, int]:
+def _block_offset(text: str, index: int, key: str) -> tuple[int | None, int]:
     """Where a literal (`|`) `data["config.yaml"]` block starts in the manifest.
 
     Lets a YAML error inside the block be reported at its line in the file the user edits.
@@ -137,7 +154,7 @@ def _block_offset(text: str, index: int) -> tuple[int | None, int]:
     documents = [n for n in nodes if n is not None]
     if index >= len(documents):
         return None, 0
-    node = _child(_child(documents[index], "data"), CONFIG_KEY)
+    node = _child(_child(documents[index], "data"), key)
     if not isinstance(node, yaml.ScalarNode) or node.style != "|":
         return None, 0
     first = node.start_mark.line + 1

@@ -96,7 +96,8 @@ INVALID = {
     "configmap-without-config-yaml": (
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: migweaver-device-config}\n"
         "data:\n  other.yaml: x\n",
-        "error: data: ConfigMap 'migweaver-device-config' has no key 'config.yaml' in data "
+        "error: data: ConfigMap 'migweaver-device-config' has no key 'config.yaml' (nor HAMi's "
+        "'device-config.yaml') in data "
         "(its keys: 'other.yaml')",
     ),
     "wrong-type": (
