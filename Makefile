@@ -89,7 +89,7 @@ clean:
 
 # --- the container image (docs/installation.md) ------------------------------------------------
 # The version is written once, in migweaver/__init__.py: the package, the image tag and the
-# chart carry it (tests/unit/project/test_release.py keeps the chart and manifests level).
+# chart carry it (tests/unit/project/test_chart.py keeps the chart and manifests level).
 VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' migweaver/__init__.py)
 IMAGE   ?= ghcr.io/migweaver/migweaver
 # The first engine that works: a docker whose daemon answers, else podman, else buildah.
