@@ -77,7 +77,11 @@ VARIANTS = [
         id="existing-secret",
     ),
     pytest.param(
-        {"serviceMonitor": {"enabled": True}, "networkPolicy": {"enabled": True}},
+        {
+            "serviceMonitor": {"enabled": True},
+            "monitoring": {"enabled": True, "ruleLabels": {"release": "prom"}},
+            "networkPolicy": {"enabled": True},
+        },
         id="monitoring-and-network-policy",
     ),
     pytest.param(
@@ -183,17 +187,28 @@ def differences(chart: list[JsonDict], manifests: list[JsonDict]) -> list[str]:
     return found
 
 
+# (chart values, kustomization, its extra components from manifests/components/, objects
+# only the chart has)
 COUNTERPARTS = [
-    pytest.param({}, MANIFESTS, {SELF_SIGNED_SECRET}, id="defaults=manifests"),
+    pytest.param(
+        {"serviceMonitor": {"enabled": True}, "monitoring": {"enabled": True}},
+        MANIFESTS,
+        ("servicemonitor", "monitoring"),
+        {SELF_SIGNED_SECRET},
+        id="monitoring=manifests+components/servicemonitor,monitoring",
+    ),
+    pytest.param({}, MANIFESTS, (), {SELF_SIGNED_SECRET}, id="defaults=manifests"),
     pytest.param(
         {"webhook": {"certificate": {"source": "certManager"}}},
         EXAMPLES / "cert-manager",
+        (),
         set(),
         id="cert-manager=examples/kustomize/cert-manager",
     ),
     pytest.param(
         {"agent": {"podPolicy": {"enabled": False}}},
         EXAMPLES / "without-agent-pod-policy",
+        (),
         {SELF_SIGNED_SECRET},
         id="no-pod-policy=examples/kustomize/without-agent-pod-policy",
     ),
@@ -205,12 +220,15 @@ def is_hook(obj: JsonDict) -> bool:
     return "helm.sh/hook" in (obj["metadata"].get("annotations") or {})
 
 
-@pytest.mark.parametrize(("values", "directory", "chart_only"), COUNTERPARTS)
+@pytest.mark.parametrize(("values", "directory", "components", "chart_only"), COUNTERPARTS)
 def test_chart_renders_what_kustomize_builds(
-    values: JsonDict, directory: Path, chart_only: set[tuple[str, str, str]]
+    values: JsonDict,
+    directory: Path,
+    components: tuple[str, ...],
+    chart_only: set[tuple[str, str, str]],
 ) -> None:
     chart = [o for o in render(values) if not is_hook(o)]
-    built = kustomize(directory)
+    built = kustomize(directory, components)
     assert {key(o) for o in chart} - {key(o) for o in built} == chart_only
     assert {key(o) for o in built} - {key(o) for o in chart} == {NAMESPACE_OBJECT}
     assert differences(chart, [o for o in built if key(o) != NAMESPACE_OBJECT]) == []
@@ -220,6 +238,13 @@ def test_chart_can_make_the_namespace_as_manifests_do() -> None:
     (want,) = [o for o in kustomize(MANIFESTS) if key(o) == NAMESPACE_OBJECT]
     chart = render({"namespace": {"create": True}})
     assert differences(chart, [want]) == []
+
+
+def test_chart_monitoring_files_are_copies_of_the_component() -> None:
+    # Helm reads no file outside the chart: files/ holds copies of the source of truth.
+    for name in ("migweaver-dashboard.json", "prometheusrule.yaml"):
+        chart = (CHART / "files" / name).read_bytes()
+        assert chart == (MANIFESTS / "components" / "monitoring" / name).read_bytes(), name
 
 
 def test_chart_crds_are_the_generated_files() -> None:
