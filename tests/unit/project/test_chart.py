@@ -206,7 +206,7 @@ COUNTERPARTS = [
         id="cert-manager=examples/kustomize/cert-manager",
     ),
     pytest.param(
-        {"agent": {"podPolicy": {"enabled": False}}},
+        {"agent": {"podPolicy": {"enabled": False}}, "admissionPolicies": {"enabled": False}},
         EXAMPLES / "without-agent-pod-policy",
         (),
         {SELF_SIGNED_SECRET},
@@ -240,11 +240,32 @@ def test_chart_can_make_the_namespace_as_manifests_do() -> None:
     assert differences(chart, [want]) == []
 
 
-def test_chart_monitoring_files_are_copies_of_the_component() -> None:
+@pytest.mark.parametrize(
+    ("copy", "source"),
+    [
+        pytest.param(f"files/{c}", s, id=c)
+        for c, s in [
+            ("migweaver-dashboard.json", "components/monitoring/migweaver-dashboard.json"),
+            ("prometheusrule.yaml", "components/monitoring/prometheusrule.yaml"),
+            ("networkpolicy.yaml", "networkpolicy.yaml"),
+            ("policies/agent-pod-policy.yaml", "components/agent-pod-policy/policy.yaml"),
+            ("policies/agent-layouts.yaml", "components/admission-policies/agent-layouts.yaml"),
+            (
+                "policies/operator-writes.yaml",
+                "components/admission-policies/operator-writes.yaml",
+            ),
+            ("policies/pod-fields.yaml", "components/admission-policies/pod-fields.yaml"),
+        ]
+    ],
+)
+def test_chart_files_are_copies_of_the_manifests(copy: str, source: str) -> None:
     # Helm reads no file outside the chart: files/ holds copies of the source of truth.
-    for name in ("migweaver-dashboard.json", "prometheusrule.yaml"):
-        chart = (CHART / "files" / name).read_bytes()
-        assert chart == (MANIFESTS / "components" / "monitoring" / name).read_bytes(), name
+    assert (CHART / copy).read_bytes() == (MANIFESTS / source).read_bytes()
+
+
+def test_every_copied_file_is_listed() -> None:
+    copies = sorted(str(p.relative_to(CHART)) for p in (CHART / "files").rglob("*") if p.is_file())
+    assert len(copies) == 7, copies
 
 
 def test_chart_crds_are_the_generated_files() -> None:
@@ -367,33 +388,27 @@ def test_cert_manager_with_an_issuer_of_ones_own() -> None:
 
 def test_service_monitor_and_network_policies() -> None:
     objects = render(
-        {
-            "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}, "interval": "15s"},
-            "networkPolicy": {
-                "enabled": True,
-                "metricsFrom": [{"namespaceSelector": {"matchLabels": {"team": "obs"}}}],
-            },
-        }
+        {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}, "interval": "15s"}}
     )
     monitor = find(objects, "ServiceMonitor", "migweaver-operator")
     assert monitor["metadata"]["labels"]["release"] == "prom"
-    assert monitor["spec"]["endpoints"] == [
-        {"port": "metrics", "path": "/metrics", "interval": "15s"}
-    ]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint == {"port": "metrics", "path": "/metrics", "interval": "15s"}
     service = find(objects, "Service", "migweaver-operator")
     assert monitor["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
-    operator = find(objects, "NetworkPolicy", "migweaver-operator")
-    ports = [p["port"] for rule in operator["spec"]["ingress"] for p in rule["ports"]]
-    assert sorted(ports) == ["metrics", "probes", "webhook"]
-    # Every named port exists on the operator's container.
-    (container,) = pod_spec(objects, "Deployment", "migweaver-operator")["containers"]
-    assert {p["name"] for p in container["ports"]} == set(ports)
-    (metrics_rule,) = [r for r in operator["spec"]["ingress"] if "from" in r]
-    assert metrics_rule["from"] == [{"namespaceSelector": {"matchLabels": {"team": "obs"}}}]
-    agent = find(objects, "NetworkPolicy", "migweaver-agent")
-    assert agent["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "agent"
-    defaults = {o["kind"] for o in render()}
-    assert {"ServiceMonitor", "NetworkPolicy"} & defaults == set()
+    pods = find(objects, "PodMonitor", "migweaver-agent")
+    assert pods["spec"]["podMetricsEndpoints"][0]["interval"] == "15s"
+    # The NetworkPolicies are on by default (as in manifests/), off on request.
+    assert {o["metadata"]["name"] for o in objects if o["kind"] == "NetworkPolicy"} == {
+        "migweaver-operator",
+        "migweaver-agent",
+    }
+    quiet = render({"networkPolicy": {"enabled": False}, "admissionPolicies": {"enabled": False}})
+    assert not [o for o in quiet if o["kind"] in {"NetworkPolicy", "ServiceMonitor"}]
+    # Without the admission policies only the agent's own (agent.podPolicy) stays.
+    assert {o["metadata"]["name"] for o in quiet if o["kind"] == "ValidatingAdmissionPolicy"} == {
+        "migweaver-agent"
+    }
 
 
 def test_geometry_config_is_the_configmap_check_config_reads() -> None:
