@@ -60,7 +60,9 @@ async def gated_pods(kube: Kube) -> list[str]:
 
 
 async def wait_a_gated_pod(kube: Kube) -> None:
-    """A pod the webhook gated while migweaver was installed (no operator runs here)."""
+    """A pod gated by migweaver that waits (no operator runs here). Made before the
+    install: once installed, the webhook refuses GPU pods while no operator answers, and
+    the admission policies let no one else write the gate."""
     await kube.create(
         PODS,
         {
@@ -100,6 +102,7 @@ async def test_helm_install_creates_every_object_and_uninstall_leaves_no_gate(
     # The hook Job needs a kubelet to run; the test runs its command itself.
     values = {"uninstall": {"releaseGates": False}, "namespace": {"create": False}}
     wanted = render(values)
+    await wait_a_gated_pod(real)
     with helm.Config(kubeconfig_path=real.kubeconfig, namespace=NAMESPACE) as config:
         await asyncio.to_thread(
             config.install, CHART, RELEASE, values, namespace=NAMESPACE, create_namespace=True
@@ -107,7 +110,6 @@ async def test_helm_install_creates_every_object_and_uninstall_leaves_no_gate(
         try:
             missing = [key(o) for o in wanted if not await exists(real, o)]
             assert missing == []
-            await wait_a_gated_pod(real)
         finally:
             await asyncio.to_thread(config.uninstall, RELEASE, ignore_not_found=True)
     left = [key(o) for o in wanted if o["kind"] not in KEPT and await exists(real, o)]
@@ -119,6 +121,7 @@ async def test_helm_install_creates_every_object_and_uninstall_leaves_no_gate(
 async def test_manifests_server_side_apply_creates_every_object(real: Kube) -> None:
     objects = kustomize(MANIFESTS)
     applied: list[dict[str, Any]] = []
+    await wait_a_gated_pod(real)
     try:
         for obj in objects:
             ref = await real.ref_for(obj)
@@ -132,7 +135,6 @@ async def test_manifests_server_side_apply_creates_every_object(real: Kube) -> N
             )
             applied.append(obj)
         assert [key(o) for o in objects if not await exists(real, o)] == []
-        await wait_a_gated_pod(real)
     finally:
         # `kubectl delete -k manifests/`, CRDs kept (the e2e fixture owns them).
         for obj in reversed(applied):
