@@ -4,11 +4,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck imports unit crds bench proto clean help prometheus e2e-node image image-offline image-check version
+.PHONY: demo test e2e-real lint typecheck imports unit crds bench proto clean help prometheus e2e-node image image-offline image-check version
 
 help:
 	@echo "make demo   - show migweaver on a simulated fleet (the README's first command)"
 	@echo "make test   - lint, type-check, import layering and the whole test suite"
+	@echo "make e2e-real - the e2e suite against a fresh real control plane (K8S_DIR, E2E_PORT_BASE)"
 	@echo "make crds   - regenerate crds/, manifests/crds/ and the chart's crds/ from the models"
 	@echo "make proto  - regenerate the kubelet device plugin API code from its .proto"
 	@echo "make bench  - run the benchmarks and write docs/benchmarks.md"
@@ -55,6 +56,14 @@ prometheus:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus; \
 	else echo "prometheus/promtool not installed: their tests are skipped (apt-get install prometheus)"; fi
+
+# The e2e suite against a real Kubernetes control plane on loopback: the test kit's up.sh
+# beside this repository (override K8S_DIR), started fresh in a temporary state directory
+# on free ports (E2E_PORT_BASE to choose them) and always stopped (docs/operations.md).
+REPO_ROOT := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
+K8S_DIR ?= $(abspath $(REPO_ROOT)/../shared/k8s)
+e2e-real: $(STAMP)
+	tests/e2e/real-control-plane.sh $(K8S_DIR) $(BIN)/python
 
 # Not part of `make test`: a few minutes, and times depend on the machine.
 bench: $(STAMP)
