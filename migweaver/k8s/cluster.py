@@ -75,14 +75,33 @@ class ConfigMaps(CoreApi):
             )
         )
 
-    async def watch(self, name: str, timeout_s: int = 300) -> AsyncIterator[tuple[str, JsonDict]]:
-        """Events of the named ConfigMap from now on, until the server ends the watch."""
+    async def list_named(self, name: str) -> Listing:
+        """The named ConfigMap (zero or one item) and the resourceVersion to watch it from."""
+        return _listing(
+            await self._call(
+                f"list configmap {self.namespace}/{name}",
+                "list_namespaced_config_map",
+                self.namespace,
+                field_selector=f"metadata.name={name}",
+            ),
+            "ConfigMap",
+        )
+
+    async def watch(
+        self, name: str, resource_version: str, timeout_s: int = 300
+    ) -> AsyncIterator[tuple[str, JsonDict]]:
+        """Events of the named ConfigMap after `resource_version` (of `list_named`), until
+        the server ends the watch. A real API server answers a watch without a
+        resourceVersion from its watch cache, which can lag behind etcd: 504 "Too large
+        resource version", every time. So a watch always starts from its own list."""
         async for item in watch_events(
             self._core.list_namespaced_config_map,
             self.namespace,
             call="watch configmap",
             field_selector=f"metadata.name={name}",
+            resource_version=resource_version,
             timeout_seconds=timeout_s,
+            allow_watch_bookmarks=True,
         ):
             yield item
 

@@ -61,10 +61,12 @@ class NodeLister(Protocol):
 
 
 class ConfigMapStore(Protocol):
-    """The operator's namespace's ConfigMaps, read and watched by name."""
+    """The operator's namespace's ConfigMaps, listed and watched (from the list) by name."""
 
-    async def get(self, name: str) -> JsonDict | None: ...
-    def watch(self, name: str, timeout_s: int = 300) -> AsyncIterator[tuple[str, JsonDict]]: ...
+    async def list_named(self, name: str) -> Listing: ...
+    def watch(
+        self, name: str, resource_version: str, timeout_s: int = 300
+    ) -> AsyncIterator[tuple[str, JsonDict]]: ...
 
 
 class EventSink(Protocol):

@@ -127,6 +127,8 @@ class Operator:
         self._config_lock = asyncio.Lock()
         self._left_out: dict[str, str] = {}
         self._ignored: dict[str, str] = {}
+        self._arrivals = 0
+        """Pod arrivals so far: a round closes the window only over those it has read."""
 
     def request_defaults(self) -> RequestDefaults:
         """Resource names and request defaults of the configuration in force."""
@@ -138,6 +140,7 @@ class Operator:
         """A gated pod without a reservation appeared or changed: it opens (or extends) a
         batch. No round now: the loop only recomputes when the batch is due."""
         self.window = self.window.arrive(self._mono())
+        self._arrivals += 1
         self._reschedule.set()
 
     def capacity_changed(self) -> None:
@@ -227,6 +230,7 @@ class Operator:
 
     async def round(self, *, resync: bool = False) -> None:
         """One round: NodeConfigs, releases, and a plan when the batch is due."""
+        arrivals = self._arrivals
         if resync:
             await self.refresh_config()
         state = await self.read()
@@ -247,25 +251,38 @@ class Operator:
                 self.window = self.window.arrive(self._mono() - self.options.batch_idle)
                 self._wake.set()
             else:
-                self.window = self.window.close()
+                self.window = self._closed_window(arrivals)
         elif due:
-            self.window = self.window.close()
+            self.window = self._closed_window(arrivals)
             self._unplaced = False
         self.rounds += 1
         self.ready.set()
 
+    def _closed_window(self, arrivals: int) -> BatchWindow:
+        """The window after a round that planned (or found nobody waiting), given the
+        arrivals counted before its read. A pod that arrived while the round was under way
+        is not in what it read: its arrival opens the next window instead of being lost
+        until the next resync."""
+        last = self.window.last
+        if self._arrivals == arrivals or last is None:
+            return self.window.close()
+        return self.window.close().arrive(last)
+
     # ------------------------------------------------------------------ config
 
-    async def refresh_config(self) -> None:
-        """Read the geometry ConfigMap and take it into account.
+    async def refresh_config(self) -> str:
+        """Read (list) the geometry ConfigMap and take it into account; the list's
+        resourceVersion, to watch the ConfigMap from, is returned.
 
         The read happens under the same lock as `reload_config`: a version the watch
         delivers while this read is on its way is taken after it, never overwritten by it.
         """
         async with self._config_lock:
-            configmap = await self.configmaps.get(CONFIGMAP_NAME)
+            listing = await self.configmaps.list_named(CONFIGMAP_NAME)
+            configmap = listing.items[0] if listing.items else None
             self.config, outcome = reload(self.config, configmap)
         await self._report_reload(configmap, outcome)
+        return listing.resource_version
 
     async def reload_config(self, configmap: Mapping[str, Any] | None) -> None:
         """Take a new version of the geometry ConfigMap (or its absence) into account."""

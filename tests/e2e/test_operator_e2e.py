@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import shutil
 import signal
@@ -836,6 +837,50 @@ async def test_hami_configmap_as_it_is_and_a_misspelled_key(kube: Kube, binder: 
         (typo,) = [e for e in events if "knownMigGeomtries" in e["message"]]
         assert typo["type"] == "Warning"
         assert "nearest known key is 'knownMigGeometries'" in typo["message"]
+
+
+CONFIG_7G_ONLY = """
+nvidia:
+  knownMigGeometries:
+  - models: ["A100-SXM4-80GB"]
+    allowedGeometries:
+    - - name: 7g.80gb
+        memory: 81920
+        count: 1
+"""
+
+
+async def test_a_configmap_change_is_taken_from_the_watch(
+    kube: Kube, binder: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Issue 11, bug 1: the watch started without a resourceVersion of its own list, which a
+    # real API server answers with 504 "Too large resource version" once its ConfigMap
+    # cache lags behind etcd (any write of another kind does that). No periodic re-read
+    # here (resync_s is an hour): only the watch can bring the change in.
+    node = kube.name("config-w")
+    await add_node(kube, node)
+    await add_nodeconfig(kube, node, "mig")
+    caplog.set_level(logging.DEBUG, logger="migweaver")
+    async with (
+        running_agents(kube, (node, f"{A100}:2")),
+        running_operator(kube, resync_s=3600.0) as op,
+    ):
+        await asyncio.wait_for(op.ready.wait(), TIMEOUT)
+        configmap = await kube.create(
+            CONFIGMAPS,
+            {"metadata": {"name": CONFIGMAP_NAME}, "data": {"config.yaml": CONFIG_3G_ONLY}},
+        )
+        await wait_events(kube, configmap, {"ConfigLoaded"})
+        await kube.create(PODS, gpu_pod("first-3g", 1, 8000, "mig"))
+        (device,) = allocation_of(await wait_pod(kube, "first-3g", released)).devices
+        assert device.profile == "3g.40gb"
+
+        await kube.patch(CONFIGMAPS, CONFIGMAP_NAME, {"data": {"config.yaml": CONFIG_7G_ONLY}})
+        await kube.create(PODS, gpu_pod("then-7g", 1, 8000, "mig"))
+        (device,) = allocation_of(await wait_pod(kube, "then-7g", released)).devices
+        assert device.profile == "7g.80gb"  # the new version, seen by the watch
+    failed = [r.getMessage() for r in caplog.records if "ConfigMap" in r.getMessage()]
+    assert not [m for m in failed if "watch" in m], failed
 
 
 async def test_deleted_waiting_pod_releases_its_reservation(kube: Kube, binder: None) -> None:

@@ -17,7 +17,7 @@ from migweaver.core.config import CONFIG_KEY, CONFIGMAP_NAME
 from migweaver.core.operator.pod_condition import PlacementCondition
 from migweaver.core.operator.state import cluster_state
 from migweaver.core.resources.api import PLACEMENT_CONDITION
-from migweaver.k8s.client import ApiError, NotFound
+from migweaver.k8s.client import ApiError, Listing, NotFound
 from migweaver.operator.access import operator_api
 from migweaver.operator.metrics import OperatorMetrics
 from migweaver.operator.rounds import Operator
@@ -176,10 +176,10 @@ class SlowConfigMaps:
         self.asked = asyncio.Event()
         self.answer = asyncio.Event()
 
-    async def get(self, name: str) -> JsonDict:
+    async def list_named(self, name: str) -> Listing:
         self.asked.set()
         await self.answer.wait()
-        return self.body
+        return Listing([self.body], "1")
 
 
 def device_config(version: str, memory: int) -> JsonDict:
