@@ -689,10 +689,19 @@ def _add_operator_parser(sub: Any) -> None:
     p.add_argument("--probe-address", default="0.0.0.0", help="address of /healthz, /readyz")
     p.add_argument("--probe-port", type=int, default=8080, help="port of /healthz, /readyz")
     p.add_argument(
-        "--peering", default="migweaver", help="name of the ClusterKopfPeering (leader election)"
+        "--lease",
+        default="migweaver-operator",
+        help="name of the Lease (in --namespace) the replicas elect the leader in",
     )
     p.add_argument(
-        "--standalone", action="store_true", help="run without peering (a single replica)"
+        "--lease-duration",
+        type=int,
+        default=15,
+        metavar="SECONDS",
+        help="a killed leader is replaced after this long",
+    )
+    p.add_argument(
+        "--standalone", action="store_true", help="run without leader election (one replica)"
     )
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     p.add_argument(
@@ -714,6 +723,9 @@ def cmd_operator(args: argparse.Namespace) -> int:
 
     if args.batch_idle <= 0 or args.batch_max < args.batch_idle:
         print("error: need 0 < --batch-idle <= --batch-max", file=sys.stderr)
+        return 2
+    if args.lease_duration < 3:
+        print("error: --lease-duration must be >= 3 (seconds)", file=sys.stderr)
         return 2
     webhook = not args.no_webhook
     if webhook and not args.webhook_tls_dir and not args.webhook_self_signed:
@@ -737,7 +749,9 @@ def cmd_operator(args: argparse.Namespace) -> int:
         webhook_self_signed=args.webhook_self_signed,
         probe_address=args.probe_address,
         probe_port=args.probe_port,
-        peering=args.peering,
+        lease=args.lease,
+        lease_duration_s=args.lease_duration,
+        lease_renew_s=min(2.0, args.lease_duration / 5),
         standalone=args.standalone,
     )
     return asyncio.run(run_operator(options))

@@ -3,9 +3,9 @@
 Handlers are registered on an explicit `kopf.OperatorRegistry` (one module per watched
 kind: `pods`, `miglayouts`, `nodeconfigs`, `nodes`; the ConfigMap is watched by
 `configmap`); kopf logs in with the same credentials as the kubernetes_asyncio client.
-Kopf's peering elects the active replica: its handlers run only there, and the work loop
-(`rounds.Operator`) checks the same peering object before every round (`--standalone`
-runs without peering).
+A Lease elects the leader (`leader.LeaderElector`): the work loop (`rounds.Operator`)
+makes rounds only on the replica that holds it; kopf runs standalone on every replica (its
+handlers only notify the work loop; `--standalone` runs without election).
 """
 
 from __future__ import annotations
@@ -19,18 +19,18 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
-from migweaver.core.operator.leadership import is_active
 from migweaver.core.planning.plan import PlannerOptions
-from migweaver.k8s.client import ApiError, Conflict, connect
-from migweaver.k8s.cluster import AnyClusterObjects, connection_settings
+from migweaver.k8s.client import connect
+from migweaver.k8s.cluster import connection_settings
+from migweaver.k8s.leases import Leases
 from migweaver.logs import get_logger
 from migweaver.operator import configmap, miglayouts, nodeconfigs, nodes, pods
 from migweaver.operator.access import operator_api
+from migweaver.operator.leader import LeaderElector
 from migweaver.operator.metrics import OperatorMetrics
 from migweaver.operator.probes import probe_app, serving
 from migweaver.operator.rounds import Operator
@@ -40,41 +40,9 @@ from migweaver.shutdown import stop_on_signals
 
 log = get_logger("migweaver.operator")
 
-PEERING = ("kopf.dev", "v1", "clusterkopfpeerings")
-
-
-def peering_body(name: str) -> dict[str, Any]:
-    """The ClusterKopfPeering object the replicas elect the active one in."""
-    return {
-        "apiVersion": "kopf.dev/v1",
-        "kind": "ClusterKopfPeering",
-        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "migweaver"}},
-    }
-
-
-async def ensure_peering(peering: AnyClusterObjects, name: str) -> None:
-    """Create the peering object when it is missing.
-
-    The manifests do not ship it: `kubectl apply -k manifests/` would then have to wait for
-    the peering CRD it installs in the same apply, which kubectl refuses. Without the object
-    (and without the RBAC to create it) no replica is active: say so, loudly, and go on.
-    """
-    try:
-        if await peering.get(name) is None:
-            await peering.create(peering_body(name))
-            log.info("created the ClusterKopfPeering", peering=name)
-    except Conflict:
-        pass  # another replica created it first
-    except ApiError as exc:
-        log.error(
-            "cannot create the ClusterKopfPeering: no replica plans until it exists",
-            peering=name,
-            error=str(exc),
-        )
-
 
 def own_identity() -> str:
-    """This replica's peering identity: the pod's name (`POD_NAME`) or the host, made
+    """This replica's identity in the Lease: the pod's name (`POD_NAME`) or the host, made
     unique per process."""
     base = os.environ.get("POD_NAME") or socket.gethostname()
     return f"{base}/{os.getpid()}/{secrets.token_hex(3)}"
@@ -229,18 +197,16 @@ async def _run(
     identity = own_identity()
     api = await connect(options.kubeconfig)
     async with api:
-        peering = AnyClusterObjects(api, *PEERING)
-        if not options.standalone:
-            await ensure_peering(peering, options.peering)
+        elector = LeaderElector(
+            Leases(api, options.namespace),
+            options.lease,
+            identity,
+            duration_s=options.lease_duration_s,
+            renew_s=options.lease_renew_s,
+        )
 
         async def leading() -> bool:
-            found = await peering.get(options.peering)
-            if found is None:
-                log.warning("no ClusterKopfPeering: this replica waits", peering=options.peering)
-                return False
-            peers = found.get("status")
-            peers = peers if isinstance(peers, dict) else {}
-            return is_active(peers, identity, settings.peering.priority, datetime.now(UTC))
+            return elector.leading()
 
         operator = Operator(
             operator_api(api, options.namespace),
@@ -270,9 +236,7 @@ async def _run(
             registry=registry,
             settings=settings,
             identity=identity,
-            standalone=options.standalone,
-            # kopf makes peering mandatory whenever a name is given, even standalone.
-            peering_name=None if options.standalone else options.peering,
+            standalone=True,
             clusterwide=True,
         )
         tasks: list[asyncio.Task[None]] = []
@@ -287,20 +251,30 @@ async def _run(
                 asyncio.create_task(configmap.watch_config(operator, stop), name="migweaver-config")
             )
             tasks.append(asyncio.create_task(kopf_thread.wait(), name="migweaver-kopf"))
+            # The Lease is released only after the last round ended (see below).
+            election_stop = asyncio.Event()
+            election = asyncio.create_task(
+                elector.run(election_stop) if not options.standalone else _until(election_stop),
+                name="migweaver-leader-election",
+            )
+            tasks.append(election)
             tasks.append(
                 asyncio.create_task(_when_ready(kopf_thread, webhook_server, ready), name="ready")
             )
             log.info(
                 "operator started",
                 identity=identity,
-                peering=None if options.standalone else options.peering,
+                lease=None if options.standalone else f"{options.namespace}/{elector.name}",
             )
             try:
-                await _until_stop_or_failure(stop, tasks[:3])
+                await _until_stop_or_failure(stop, tasks[:4])
             finally:
                 stop.set()
                 for task in tasks[1:]:
-                    task.cancel()
+                    if task is not election:
+                        task.cancel()
+                await asyncio.gather(tasks[0], return_exceptions=True)
+                election_stop.set()
                 await kopf_thread.close()
                 results = await asyncio.gather(*tasks, return_exceptions=True)
         failures = [
@@ -324,6 +298,10 @@ async def _when_ready(
     if webhook is not None:
         await asyncio.shield(asyncio.wrap_future(webhook.listening))
     ready.set()
+
+
+async def _until(event: asyncio.Event) -> None:
+    await event.wait()
 
 
 async def _until_stop_or_failure(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:

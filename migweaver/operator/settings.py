@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 from dataclasses import dataclass
 
 import kopf
@@ -39,30 +38,29 @@ class OperatorOptions:
     webhook_self_signed: bool = False
     probe_address: str = "0.0.0.0"
     probe_port: int = 8080
-    peering: str = "migweaver"
+    lease: str = "migweaver-operator"
+    """The Lease (in `namespace`) the replicas elect the leader in."""
+    lease_duration_s: int = 15
+    """A killed leader's Lease expires after this long; then another replica leads."""
+    lease_renew_s: float = 2.0
+    """How often each replica looks at the Lease (the leader renews it)."""
     standalone: bool = False
-    priority: int | None = None
-    """Kopf peering priority; None: a random one, so two replicas never tie (kopf pauses
-    every replica of the same priority)."""
-    standby_poll_s: float = 5.0
-    """How often a standby replica reads the peering object to see whether it leads now."""
-
-
-def peering_priority(options: OperatorOptions) -> int:
-    if options.priority is not None:
-        return options.priority
-    # Not security-relevant: only breaks ties between replicas.
-    return random.randint(1, 2**31 - 1)
+    """No leader election: this replica always leads (a single replica)."""
+    standby_poll_s: float = 1.0
+    """How often a standby replica's work loop asks whether it leads now (no API call)."""
 
 
 def kopf_settings(options: OperatorOptions) -> kopf.OperatorSettings:
-    """Kopf's settings for the operator: peering, quiet Events, bounded timeouts."""
+    """Kopf's settings for the operator: no peering, quiet Events, bounded timeouts.
+
+    Kopf runs standalone on every replica: its handlers only notify the work loop, which
+    makes no round unless its replica holds the Lease (`operator/leader.py`), and the
+    webhook must answer on every replica the Service sends requests to.
+    """
+    del options  # every setting below is the same for every replica
     settings = kopf.OperatorSettings()
-    settings.peering.name = options.peering
-    settings.peering.clusterwide = True
-    settings.peering.standalone = options.standalone
-    settings.peering.mandatory = not options.standalone
-    settings.peering.priority = peering_priority(options)
+    settings.peering.standalone = True
+    settings.peering.mandatory = False
     # Kopf would post an Event for every handler's log line; migweaver posts its own.
     settings.posting.level = logging.WARNING
     settings.posting.reporting_component = COMPONENT

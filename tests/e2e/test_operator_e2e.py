@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import shutil
 import signal
@@ -50,7 +51,6 @@ from migweaver.operator.settings import OperatorOptions
 from tests import builders
 from tests.e2e.kube_api import (
     CONFIGMAPS,
-    CRDS,
     EVENTS,
     MIGLAYOUTS,
     MUTATING_WEBHOOKS,
@@ -70,7 +70,7 @@ JsonDict = dict[str, Any]
 A100 = "A100-SXM4-80GB"
 CRD_DIR = Path(__file__).resolve().parents[2] / "manifests" / "crds"
 WEBHOOK_MANIFEST = Path(__file__).resolve().parents[2] / "manifests" / "webhook.yaml"
-PEERINGS = Ref("kopf.dev/v1", "clusterkopfpeerings", False, "ClusterKopfPeering")
+LEASES = Ref("coordination.k8s.io/v1", "leases", True, "Lease")
 HOSTNAME = "kubernetes.io/hostname"
 TIMEOUT = 30.0
 # What kube-scheduler writes on a gated pod; the operator's condition must leave it alone.
@@ -910,6 +910,34 @@ async def test_deleted_waiting_pod_releases_its_reservation(kube: Kube, binder: 
         assert device.profile == "7g.80gb"
 
 
+def operator_command(kube: Kube, *extra: str) -> list[str]:
+    """`migweaver operator` as a process of its own, without the webhook."""
+    return [
+        sys.executable,
+        "-m",
+        "migweaver",
+        "operator",
+        "--kubeconfig",
+        str(kube.kubeconfig),
+        "--namespace",
+        kube.namespace,
+        "--no-webhook",
+        "--batch-idle",
+        "0.1",
+        "--batch-max",
+        "0.5",
+        "--metrics-address",
+        "127.0.0.1",
+        "--metrics-port",
+        "0",
+        "--probe-address",
+        "127.0.0.1",
+        "--probe-port",
+        "0",
+        *extra,
+    ]
+
+
 async def test_operator_command_serves_and_stops_cleanly_on_sigterm(
     kube: Kube, binder: None, tmp_path: Path
 ) -> None:
@@ -920,28 +948,7 @@ async def test_operator_command_serves_and_stops_cleanly_on_sigterm(
     async with running_agents(kube, (node, f"{A100}:1")):
         with log_path.open("wb") as log:
             process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "migweaver",
-                "operator",
-                "--kubeconfig",
-                str(kube.kubeconfig),
-                "--namespace",
-                kube.namespace,
-                "--standalone",
-                "--no-webhook",
-                "--batch-idle",
-                "0.1",
-                "--batch-max",
-                "0.5",
-                "--metrics-address",
-                "127.0.0.1",
-                "--metrics-port",
-                "0",
-                "--probe-address",
-                "127.0.0.1",
-                "--probe-port",
-                "0",
+                *operator_command(kube, "--standalone"),
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
             )
@@ -958,40 +965,63 @@ async def test_operator_command_serves_and_stops_cleanly_on_sigterm(
                 await process.wait()
 
 
-def peers_of(obj: JsonDict | None) -> dict[str, Any]:
-    status = (obj or {}).get("status") or {}
-    return {k: v for k, v in status.items() if isinstance(v, dict)}
+def lease_holder(lease: JsonDict | None) -> str:
+    return str(((lease or {}).get("spec") or {}).get("holderIdentity") or "")
 
 
-async def test_only_the_active_peer_works_and_the_other_takes_over(
-    kube: Kube, binder: None
+async def test_kill_the_leader_and_the_other_replica_leads_and_places_the_next_pod(
+    kube: Kube, binder: None, tmp_path: Path
 ) -> None:
-    created = await kube.ensure_crds([CRD_DIR / "clusterkopfpeerings.kopf.dev.yaml"])
-    for name in created:
-        kube.track(CRDS, name)
-    peering = kube.name("migweaver-peering")
-    # Not created here: the first replica creates its missing peering object itself.
-    assert await kube.get_or_none(PEERINGS, peering) is None
-    kube.track(PEERINGS, peering)
-    node = kube.name("peer-j")
+    # Issue 11, bug 3: leader election on a Lease. The leader runs as a process of its own
+    # and is killed (SIGKILL: no clean release); the replica in this process takes the
+    # Lease over once it expired and places the next pod.
+    lease = kube.name("migweaver-operator")
+    kube.track(LEASES, lease, kube.namespace)
+    node = kube.name("lead-j")
     await add_node(kube, node)
     await add_nodeconfig(kube, node, "mig")
-    peered = {"standalone": False, "peering": peering, "standby_poll_s": 0.2}
-    async with (
-        running_agents(kube, (node, f"{A100}:1")),
-        running_operator(kube, **peered, priority=10) as low,
-    ):
-        async with running_operator(kube, **peered, priority=20) as high:
-            await kube.wait_for(PEERINGS, peering, lambda o: len(peers_of(o)) == 2)
-            await kube.create(PODS, gpu_pod("led-1", 1, 8000, "mig"))
-            await wait_pod(kube, "led-1", released)
-            assert b"migweaver_pods_placed_total 1.0" in high.metrics.render()
-            assert b"migweaver_pods_placed_total 0.0" in low.metrics.render()
-        # The active replica left (its keep-alive went with it): the other one leads.
-        await kube.wait_for(PEERINGS, peering, lambda o: len(peers_of(o)) == 1)
-        await kube.create(PODS, gpu_pod("led-2", 1, 8000, "mig"))
-        await wait_pod(kube, "led-2", released)
-        assert b"migweaver_pods_placed_total 1.0" in low.metrics.render()
+    log_path = tmp_path / "leader.log"
+    async with running_agents(kube, (node, f"{A100}:1")):
+        with log_path.open("wb") as log:
+            leader = await asyncio.create_subprocess_exec(
+                *operator_command(kube, "--lease", lease, "--lease-duration", "4"),
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                env={**os.environ, "POD_NAME": "killed-leader"},
+            )
+        try:
+            first = await kube.wait_for(
+                LEASES, lease, lambda o: lease_holder(o).startswith("killed-leader/"), timeout_s=60
+            )
+            standby = {"standalone": False, "lease": lease, "lease_duration_s": 4}
+            async with running_operator(kube, **standby, lease_renew_s=0.5) as other:
+                await kube.create(PODS, gpu_pod("led-1", 1, 8000, "mig"))
+                await wait_pod(kube, "led-1", released, timeout_s=60)
+                assert b"migweaver_pods_placed_total 0.0" in other.metrics.render()
+                leader.kill()
+                await leader.wait()
+                taken = await kube.wait_for(
+                    LEASES,
+                    lease,
+                    lambda o: not lease_holder(o).startswith("killed-leader/"),
+                    timeout_s=TIMEOUT,
+                )
+                assert taken is not None
+                assert first is not None
+                assert lease_holder(taken) != ""  # taken over, not released
+                spec = taken["spec"]
+                assert spec["leaseTransitions"] == first["spec"]["leaseTransitions"] + 1
+                await kube.create(PODS, gpu_pod("led-2", 1, 8000, "mig"))
+                await wait_pod(kube, "led-2", released)
+                assert b"migweaver_pods_placed_total 1.0" in other.metrics.render()
+            # A clean stop releases the Lease at once.
+            released_lease = await kube.wait_for(LEASES, lease, lambda o: not lease_holder(o))
+            assert released_lease is not None
+            assert released_lease["spec"]["leaseDurationSeconds"] == 1
+        finally:
+            if leader.returncode is None:
+                leader.kill()
+                await leader.wait()
 
 
 def free_port() -> int:

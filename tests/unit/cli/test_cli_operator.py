@@ -15,7 +15,12 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (args.metrics_address, args.metrics_port) == ("0.0.0.0", 31993)
     assert (args.webhook_address, args.webhook_port) == ("0.0.0.0", 9443)
     assert (args.probe_address, args.probe_port) == ("0.0.0.0", 8080)
-    assert (args.peering, args.standalone, args.no_webhook) == ("migweaver", False, False)
+    assert (args.lease, args.lease_duration, args.standalone, args.no_webhook) == (
+        "migweaver-operator",
+        15,
+        False,
+        False,
+    )
 
 
 def test_namespace_from_the_downward_api(monkeypatch: pytest.MonkeyPatch) -> None:

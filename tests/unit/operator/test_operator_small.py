@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from migweaver.core.config.reload import DEFAULT_CONFIG, ConfigInForce, reload
 from migweaver.core.mig.profiles import Placement
-from migweaver.core.operator.leadership import is_active
 from migweaver.core.operator.pod_reservation import (
     parse_reservation,
     pod_reservation,
@@ -49,42 +47,6 @@ def test_config_reload_sequence() -> None:
     current, outcome = reload(current, None)
     assert outcome.outcome == "removed"
     assert current.config == DEFAULT_CONFIG
-
-
-NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
-FRESH = "2024-05-01T11:59:30+00:00"
-STALE = "2024-05-01T11:50:00+00:00"
-
-
-@pytest.mark.parametrize(
-    ("peers", "active"),
-    [
-        pytest.param(None, False, id="no-peering-object"),
-        pytest.param({}, True, id="alone"),
-        pytest.param({"me": {"priority": 5, "lastseen": FRESH}}, True, id="only-itself"),
-        pytest.param({"other": {"priority": 9, "lastseen": FRESH}}, False, id="higher-peer"),
-        pytest.param({"other": {"priority": 5, "lastseen": FRESH}}, False, id="same-priority"),
-        pytest.param({"other": {"priority": 1, "lastseen": FRESH}}, True, id="lower-peer"),
-        pytest.param({"other": {"priority": 9, "lastseen": STALE}}, True, id="dead-higher-peer"),
-        pytest.param(
-            {"other": {"priority": 9, "lastseen": STALE, "lifetime": 3600}},
-            False,
-            id="long-lifetime-still-alive",
-        ),
-        pytest.param(
-            {"other": {"priority": 9, "lastseen": FRESH, "lifetime": 10**12}},
-            False,
-            id="lifetime-beyond-the-calendar-is-alive",
-        ),
-        pytest.param(
-            {"other": {"priority": 9, "lastseen": FRESH, "lifetime": -(10**12)}},
-            True,
-            id="lifetime-before-the-calendar-is-dead",
-        ),
-    ],
-)
-def test_leadership(peers: dict[str, Any] | None, active: bool) -> None:
-    assert is_active(peers, "me", 5, NOW) is active
 
 
 def test_reservation_annotation_roundtrip() -> None:

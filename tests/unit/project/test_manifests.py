@@ -37,7 +37,6 @@ from migweaver.core.agent.hami_core import PRELOAD_CONTENT
 from migweaver.core.resources.allocation import BIND_FAILED, BIND_SUCCESS, bind_patch
 from migweaver.core.resources.api import ANNOTATION_ALLOCATION, ANNOTATION_BIND_PHASE
 from migweaver.core.resources.crds import crd_filename, render_crds
-from migweaver.operator.main import peering_body
 from tests import builders
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -177,7 +176,6 @@ def test_the_install_holds_every_part_of_the_design() -> None:
         ("Namespace", NAMESPACE),
         ("CustomResourceDefinition", "miglayouts.migweaver.io"),
         ("CustomResourceDefinition", "nodeconfigs.migweaver.io"),
-        ("CustomResourceDefinition", "clusterkopfpeerings.kopf.dev"),
         ("ServiceAccount", "migweaver-operator"),
         ("ServiceAccount", "migweaver-agent"),
         ("Deployment", "migweaver-operator"),
@@ -196,38 +194,20 @@ def test_the_install_holds_every_part_of_the_design() -> None:
 
 def test_manifest_crds_are_the_generated_ones() -> None:
     # crds/ is checked against the models by test_crds.py; manifests/crds/ (kustomize may not
-    # reach outside manifests/) must hold the same bytes, plus Kopf's peering CRD.
+    # reach outside manifests/) must hold the same bytes, and nothing else.
     generated = {crd_filename(crd) for crd in render_crds()}
     for name in generated:
         assert (MANIFESTS / "crds" / name).read_bytes() == (ROOT / "crds" / name).read_bytes(), (
             f"manifests/crds/{name} differs from crds/{name}; run `make crds`"
         )
     extra = {p.name for p in (MANIFESTS / "crds").glob("*.yaml")} - generated
-    assert extra == {"kustomization.yaml", "clusterkopfpeerings.kopf.dev.yaml"}
-
-
-def test_kopf_peering_crd() -> None:
-    crd = find("CustomResourceDefinition", "clusterkopfpeerings.kopf.dev")
-    spec = crd["spec"]
-    assert (spec["group"], spec["scope"], spec["names"]["kind"]) == (
-        "kopf.dev",
-        "Cluster",
-        "ClusterKopfPeering",
-    )
-    assert spec["names"]["plural"] == "clusterkopfpeerings"
-    (version,) = spec["versions"]
-    assert (version["name"], version["served"], version["storage"]) == ("v1", True, True)
-    status = version["schema"]["openAPIV3Schema"]["properties"]["status"]
-    assert status == {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-    body = peering_body("migweaver")
-    assert body["apiVersion"] == f"{spec['group']}/{version['name']}"
-    assert body["kind"] == spec["names"]["kind"]
+    assert extra == {"kustomization.yaml"}
 
 
 def test_one_apply_installs_everything() -> None:
     # kubectl maps every object's kind before it applies anything: an object whose kind is
     # defined by a CRD of the same apply is refused on a new cluster. So: no custom
-    # resources in the install (the operator creates its peering object itself).
+    # resources in the install (the operator creates its Lease itself).
     defined = {
         (f"{d['spec']['group']}/{v['name']}", d["spec"]["names"]["kind"])
         for d in objects()
@@ -420,9 +400,9 @@ def test_operator_command_is_accepted_by_the_cli() -> None:
     assert args.metrics_port == ports(operator)["metrics"] == 31993
     assert args.webhook_port == ports(operator)["webhook"] == 9443
     assert args.probe_port == ports(operator)["probes"] == 8080
-    assert args.peering == peering_body(args.peering)["metadata"]["name"] == "migweaver"
-    # Named in the RBAC: the operator may keep its keep-alives only in that object.
-    assert ("kopf.dev", "clusterkopfpeerings", "patch", args.peering) in OPERATOR_NEEDS_NAMED
+    assert args.lease == "migweaver-operator"
+    # Named in the RBAC: the operator may renew only that Lease.
+    assert ("coordination.k8s.io", "leases", "update", args.lease) in OPERATOR_NEEDS_NAMED
     mounts = {m["name"]: m for m in container(operator)["volumeMounts"]}
     assert mounts["webhook-tls"]["mountPath"] == args.webhook_tls_dir
     assert mounts["webhook-tls"]["readOnly"] is True
@@ -581,20 +561,19 @@ OPERATOR_NEEDS = [
     ("", "nodes", "get"),
     ("", "nodes", "list"),
     ("", "nodes", "watch"),
-    ("kopf.dev", "clusterkopfpeerings", "list"),
-    ("kopf.dev", "clusterkopfpeerings", "watch"),
-    ("kopf.dev", "clusterkopfpeerings", "create"),  # its peering object, when missing
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
 ]
+# In its namespace, by name: leader election.
 OPERATOR_NEEDS_NAMED = [
-    ("kopf.dev", "clusterkopfpeerings", "get", "migweaver"),
-    ("kopf.dev", "clusterkopfpeerings", "patch", "migweaver"),  # keep-alives in its status
+    ("coordination.k8s.io", "leases", "get", "migweaver-operator"),
+    ("coordination.k8s.io", "leases", "update", "migweaver-operator"),  # renew, take over
 ]
 OPERATOR_NEEDS_IN_NAMESPACE = [
     ("", "configmaps", "get"),  # the geometry ConfigMap
     ("", "configmaps", "list"),
     ("", "configmaps", "watch"),
+    ("coordination.k8s.io", "leases", "create"),  # its Lease, when missing
 ]
 OPERATOR_NEVER = [
     ("", "pods", "create"),
@@ -612,7 +591,9 @@ OPERATOR_NEVER = [
     ("migweaver.io", "nodeconfigs", "patch"),  # event handlers only: Kopf writes nothing
     ("migweaver.io", "nodeconfigs", "create"),
     ("migweaver.io", "nodeconfigs", "delete"),
-    ("kopf.dev", "clusterkopfpeerings", "patch"),  # only its own peering object (named)
+    ("coordination.k8s.io", "leases", "update"),  # only its own Lease (named, namespaced)
+    ("coordination.k8s.io", "leases", "delete"),
+    ("kopf.dev", "clusterkopfpeerings", "list"),  # no Kopf peering: kopf runs standalone
     ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", "patch"),
 ]
 
@@ -653,7 +634,7 @@ def test_operator_may(group: str, resource: str, verb: str) -> None:
     ("group", "resource", "verb", "name"), OPERATOR_NEEDS_NAMED, ids=rule_ids(OPERATOR_NEEDS_NAMED)
 )
 def test_operator_may_on_its_own_object(group: str, resource: str, verb: str, name: str) -> None:
-    granted = rules("ClusterRole", "migweaver-operator")
+    granted = find("Role", "migweaver-operator")["rules"]
     assert allows(granted, group, resource, verb, name)
     assert not allows(granted, group, resource, verb, "another")
 
