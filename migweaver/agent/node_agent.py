@@ -163,6 +163,8 @@ class NodeAgent:
         """The resourceVersion our latest status patch of each layout produced."""
         self._stopped = False
         """Set when `run` ends: no pass starts after it (the GPU thread is shut down)."""
+        self._node_uid: str | None = None
+        """The Node object's uid (the owner of the layouts this agent creates), once read."""
 
     async def _on_gpu_thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._gpu_thread, fn, *args)
@@ -241,9 +243,12 @@ class NodeAgent:
 
     async def _refresh_settings(self) -> None:
         try:
-            labels = (await self._nodes.read_node(self.node)).get("metadata", {}).get("labels")
+            node_meta = (await self._nodes.read_node(self.node)).get("metadata", {})
+            labels = node_meta.get("labels")
+            self._node_uid = str(node_meta.get("uid") or "") or None
         except NotFound:
             labels = None
+            self._node_uid = None
             log.warning("node not found in the API; assuming no labels", node=self.node)
         configs = []
         for item in (await self._configs.list()).items:
@@ -280,6 +285,12 @@ class NodeAgent:
             )
             return
         body = new_layout_body(self.node, observation)
+        if self._node_uid:
+            # Owned by its Node: the garbage collector deletes the layout with the Node (a
+            # node removed, an autoscaler's scale-down), so no plan ever names a lost GPU.
+            body["metadata"]["ownerReferences"] = [
+                {"apiVersion": "v1", "kind": "Node", "name": self.node, "uid": self._node_uid}
+            ]
         try:
             created = await self._layouts.create(body)
         except Conflict:

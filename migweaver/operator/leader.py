@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import Callable
 
@@ -25,8 +24,9 @@ from migweaver.core.operator.leadership import (
 )
 from migweaver.k8s.client import ApiError, Conflict, NotFound
 from migweaver.k8s.leases import Leases, now_micro
+from migweaver.logs import get_logger
 
-log = logging.getLogger("migweaver.operator")
+log = get_logger("migweaver.operator")
 
 
 class LeaderElector:
@@ -62,7 +62,7 @@ class LeaderElector:
                 try:
                     await self.step()
                 except ApiError as exc:
-                    log.warning("leader election on Lease %s: %s", self.name, exc)
+                    log.warning("leader election failed", lease=self.name, error=str(exc))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.renew_s)
         finally:
@@ -77,7 +77,7 @@ class LeaderElector:
         self._observed = decision.observed
         if decision.action == "wait":
             if self._renewed is not None:
-                log.warning("lost the Lease %s to %s", self.name, record and record.holder)
+                log.warning("lost the Lease", lease=self.name, holder=record and record.holder)
             self._renewed = None
             return
         spec = lease_spec(record, self.identity, self.duration_s, now_micro())
@@ -91,7 +91,7 @@ class LeaderElector:
             return  # another replica wrote it first: look again next time
         self._renewed = now
         if not was_leading:
-            log.info("replica %s leads (Lease %s)", self.identity, self.name)
+            log.info("this replica leads", identity=self.identity, lease=self.name)
 
     async def release(self) -> None:
         """Give the Lease up (best effort) if this replica holds it."""
@@ -104,6 +104,6 @@ class LeaderElector:
             if lease is None or record is None or record.holder != self.identity:
                 return
             await self.leases.replace(lease, released_spec(record, now_micro()))
-            log.info("released the Lease %s", self.name)
+            log.info("released the Lease", lease=self.name)
         except ApiError as exc:
-            log.warning("could not release the Lease %s: %s", self.name, exc)
+            log.warning("could not release the Lease", lease=self.name, error=str(exc))

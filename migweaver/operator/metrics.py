@@ -278,6 +278,12 @@ class OperatorMetrics:
             "GPU pods waiting for a placement (gated by migweaver).",
             registry=self.registry,
         )
+        self._without_node = Gauge(
+            "migweaver_miglayouts_without_node",
+            "MigLayouts whose Node object does not exist: nothing is planned on them, and the "
+            "garbage collector removes them with their owner Node.",
+            registry=self.registry,
+        )
         self._plan = Histogram(
             "migweaver_plan_duration_seconds",
             "Time one planning pass took.",
@@ -329,6 +335,10 @@ class OperatorMetrics:
     def set_pending(self, count: int) -> None:
         """The number of GPU pods waiting for a placement now."""
         self._pending.set(max(0, count))
+
+    def set_without_node(self, count: int) -> None:
+        """The number of MigLayouts whose Node object does not exist now."""
+        self._without_node.set(max(0, count))
 
     def observe_plan(self, seconds: float) -> None:
         """One planning pass took this long."""

@@ -128,6 +128,8 @@ class Operator:
         self._left_out: dict[str, str] = {}
         self._ignored: dict[str, str] = {}
         self._arrivals = 0
+        self._without_node: set[str] = set()
+        """MigLayouts already reported as having no Node."""
         """Pod arrivals so far: a round closes the window only over those it has read."""
 
     def request_defaults(self) -> RequestDefaults:
@@ -238,6 +240,7 @@ class Operator:
         self.metrics.update_allocated(allocated_rows(state))
         self.metrics.set_pending(len(state.waiting))
         self.metrics.update_health(state, self._wall())
+        await self._report_without_node(state)
         wrote = await self._nodeconfigs(state)
         wrote = await self._releases(state) or wrote
         # A resync plans whenever pods wait: starving pods' holds, and reservations that
@@ -257,6 +260,20 @@ class Operator:
             self._unplaced = False
         self.rounds += 1
         self.ready.set()
+
+    async def _report_without_node(self, state: ClusterState) -> None:
+        """MigLayouts whose Node is gone: a Warning Event and a log line once per layout,
+        and the gauge. The planner leaves them out; the garbage collector deletes them
+        with their owner Node (the agent sets it), older ones need `kubectl delete`."""
+        found = state.without_node
+        self.metrics.set_without_node(len(found))
+        for name, node in found.items():
+            if name in self._without_node:
+                continue
+            message = f"Node {node} does not exist: no pod is placed on this GPU"
+            log.warning("MigLayout without a Node: no pod is placed on it", layout=name, node=node)
+            await self.events.record(state.layout_bodies[name], "NodeMissing", message, "Warning")
+        self._without_node = set(found)
 
     def _closed_window(self, arrivals: int) -> BatchWindow:
         """The window after a round that planned (or found nobody waiting), given the

@@ -93,7 +93,12 @@ def node_body(name: str) -> JsonDict:
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {"name": name, "labels": {HOSTNAME: name}},
-        "status": {"capacity": dict(resources), "allocatable": dict(resources)},
+        "status": {
+            "capacity": dict(resources),
+            "allocatable": dict(resources),
+            # What a kubelet reports: the operator only plans on Ready Nodes.
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+        },
     }
 
 
@@ -908,6 +913,42 @@ async def test_deleted_waiting_pod_releases_its_reservation(kube: Kube, binder: 
             pod = await wait_pod(kube, "next", released)
         (device,) = allocation_of(pod).devices
         assert device.profile == "7g.80gb"
+
+
+def owner_uids(layout: JsonDict | None) -> list[str]:
+    return [str(r.get("uid")) for r in meta(layout or {}).get("ownerReferences") or []]
+
+
+async def test_a_layout_of_a_deleted_node_gets_no_pod_and_goes_with_its_node(
+    kube: Kube, binder: None
+) -> None:
+    # Issue 11, bug 2: a MigLayout whose Node is gone (node deleted, autoscaler
+    # scale-down) received pods, released to a node that no longer exists.
+    node = kube.name("gone-n")
+    await add_node(kube, node)
+    await add_nodeconfig(kube, node, "mig")
+    uid = meta(await kube.get(NODES, node))["uid"]
+    async with running_agents(kube, (node, f"{A100}:1")):
+        layout = await kube.get(MIGLAYOUTS, f"{node}-gpu0")
+        assert owner_uids(layout) == [uid]  # the agent made the Node its owner
+    await kube.delete(NODES, node)
+    # The garbage collector removes the layout with its Node.
+    await kube.wait_for(MIGLAYOUTS, f"{node}-gpu0", lambda o: o is None, timeout_s=TIMEOUT)
+
+    # An agent left over from the removed node makes a layout again, owned by nobody:
+    # the operator reports it and places nothing on it.
+    async with running_agents(kube, (node, f"{A100}:1")), running_operator(kube) as op:
+        layout = await kube.get(MIGLAYOUTS, f"{node}-gpu0")
+        assert owner_uids(layout) == []
+        await wait_events(kube, layout, {"NodeMissing"}, namespace="default")
+        await kube.create(PODS, gpu_pod("nowhere", 1, 8000, "mig"))
+        await wait_pod(kube, "nowhere", placement_is("False", "MigUnschedulable"))
+        assert not released(await kube.get(PODS, "nowhere"))
+        assert b"migweaver_miglayouts_without_node 1.0" in op.metrics.render()
+        # The Node comes back: the pod is placed there.
+        await kube.create(NODES, node_body(node))
+        pod = await wait_pod(kube, "nowhere", released)
+        assert allocation_of(pod).node == node
 
 
 def operator_command(kube: Kube, *extra: str) -> list[str]:

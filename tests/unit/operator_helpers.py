@@ -84,7 +84,17 @@ def layout(
 
 
 def node(name: str, **labels: str) -> JsonDict:
-    return builders.node(name, labels={"kubernetes.io/hostname": name, **labels})
+    """A Ready Node, as a kubelet keeps it."""
+    return builders.node(
+        name,
+        labels={"kubernetes.io/hostname": name, **labels},
+        status={"conditions": [{"type": "Ready", "status": "True"}]},
+    )
+
+
+def nodes_of(layouts: list[JsonDict]) -> list[JsonDict]:
+    """The Node of every layout's node (the planner only uses GPUs of existing Nodes)."""
+    return [node(n) for n in sorted({lay["spec"]["nodeName"] for lay in layouts})]
 
 
 def nodeconfig(

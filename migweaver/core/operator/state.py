@@ -175,6 +175,15 @@ class ClusterState:
         """The waiting pods that parse, as the planner takes them."""
         return [w.demand for w in self.waiting if isinstance(w.demand, PodDemand)]
 
+    @property
+    def without_node(self) -> dict[str, str]:
+        """MigLayouts whose Node object does not exist (name -> node): never planned on."""
+        return {
+            name: layout.spec.node_name
+            for name, layout in sorted(self.layouts.items())
+            if layout.spec.node_name not in self.node_facts
+        }
+
     def hostname(self, node: str) -> str:
         """The node's `kubernetes.io/hostname` label (the node name when unknown)."""
         return self.node_labels.get(node, {}).get(HOSTNAME_LABEL) or node
@@ -393,9 +402,15 @@ def instance_owners(state: ClusterState) -> dict[tuple[str, int, Placement], str
 
 
 def build_snapshot(state: ClusterState, now: float) -> Snapshot:
-    """The planner's snapshot: managed GPUs only, reserved and allocated devices busy."""
+    """The planner's snapshot: managed GPUs of Nodes that exist only (a layout left over
+    from a deleted Node would send pods to a node that is gone), reserved and allocated
+    devices busy."""
     reservations, shares = snapshot_parts(state)
-    managed = [layout for layout in state.layouts.values() if state.manages(layout)]
+    managed = [
+        layout
+        for layout in state.layouts.values()
+        if state.manages(layout) and layout.spec.node_name in state.node_facts
+    ]
     node_modes = {node: settings.mode for node, settings in state.settings.items()}
     return snapshot_from_layouts(
         managed,

@@ -16,8 +16,11 @@ Rules reproduced (see `ResourceType` for the per-kind switches):
   until an update empties them; no new finalizer may be added meanwhile;
 - namespaces and CRDs delete their contents first (what the namespace and CRD-cleanup
   controllers do), then vanish.
-Not reproduced: garbage collection through ownerReferences (`propagationPolicy` is
-ignored), managedFields, pod graceful termination (no kubelet: a deleted pod goes at once).
+- garbage collection: when an owner is deleted, the objects it alone owns
+  (`ownerReferences` by uid) are deleted too, at once (background propagation; the
+  `propagationPolicy` of the request is ignored).
+Not reproduced: foreground deletion and orphaning, managedFields, pod graceful
+termination (no kubelet: a deleted pod goes at once).
 """
 
 from __future__ import annotations
@@ -537,8 +540,28 @@ class Store:
                 self._reap()
             return result
         result = self._commit(rt, "DELETED", copy.deepcopy(old), None)
+        self._collect_dependents(str(meta.get("uid") or ""), namespace)
         self._reap()
         return result
+
+    def _collect_dependents(self, uid: str, namespace: str | None) -> None:
+        """The garbage collector's background deletion: objects whose every owner is gone
+        go too (cluster-scoped dependents of any owner; namespaced ones of an owner in
+        their namespace or a cluster-scoped one)."""
+        if not uid:
+            return
+        uids = {str(_meta(o).get("uid")) for key in list(self._objects) for o in self.items(key)}
+        for key in list(self._objects):
+            rt = self._rt(key)
+            for obj in list(self.items(key)):
+                meta = _meta(obj)
+                owners = [r.get("uid") for r in meta.get("ownerReferences") or []]
+                if uid not in owners or any(o in uids for o in owners):
+                    continue
+                if namespace and meta.get("namespace") not in (None, namespace):
+                    continue
+                if (meta.get("namespace") or "", meta["name"]) in self._objects[key]:
+                    self.delete(rt, meta.get("namespace"), str(meta["name"]))
 
     def delete_collection(
         self, rt: ResourceType, namespace: str | None, match: Callable[[JsonDict], bool]

@@ -15,7 +15,7 @@ from migweaver.core.operator.leadership import (
     lease_spec,
     released_spec,
 )
-from migweaver.k8s.client import Conflict
+from migweaver.k8s.client import ApiError, Conflict
 from migweaver.operator.leader import LeaderElector
 
 OTHER = LeaseRecord(holder="other", duration_s=15, renew_time="t1", transitions=2)
@@ -178,3 +178,28 @@ async def test_a_clean_stop_releases_the_lease_for_the_next_look() -> None:
     clock[0] += 2.0
     await b.step()
     assert b.leading()
+
+
+async def test_no_right_to_the_lease_is_logged_and_nobody_leads(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Forbidden(FakeLeases):
+        async def create(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+            raise ApiError(403, "Forbidden", "create lease")
+
+    a = LeaderElector(Forbidden(), "lease", "a", renew_s=0.01)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    task = asyncio.create_task(a.run(stop))
+    await asyncio.sleep(0.05)
+    assert not a.leading()
+    stop.set()
+    await task  # the refusal never ended the election loop
+    assert any("403" in r.getMessage() for r in caplog.records)
+
+
+async def test_another_replica_creating_the_lease_first_is_fine() -> None:
+    leases = FakeLeases()
+    await leases.create("lease", {"holderIdentity": "b", "leaseDurationSeconds": 15})
+    a = LeaderElector(leases, "lease", "a")  # type: ignore[arg-type]
+    await a.step()
+    assert not a.leading()

@@ -25,6 +25,7 @@ from tests.unit.operator_helpers import (
     layout,
     node,
     nodeconfig,
+    nodes_of,
     pod,
     reservation,
 )
@@ -36,8 +37,11 @@ def state(
     pods: list[JsonDict] = (),  # type: ignore[assignment]
     layouts: list[JsonDict] = (),  # type: ignore[assignment]
     configs: list[JsonDict] = (),  # type: ignore[assignment]
-    nodes: list[JsonDict] = (),  # type: ignore[assignment]
+    nodes: list[JsonDict] | None = None,
 ) -> ClusterState:
+    """The state; without `nodes`, every layout's Node exists."""
+    if nodes is None:
+        nodes = nodes_of(list(layouts))
     return cluster_state(pods=pods, layouts=layouts, nodeconfigs=configs, nodes=nodes)
 
 
@@ -283,16 +287,16 @@ def test_node_facts_reach_the_snapshot() -> None:
     not_ready["status"] = {"conditions": [{"type": "Ready", "status": "Unknown"}]}
     found = state(layouts=[layout("a"), layout("b"), layout("c")], nodes=[cordoned, not_ready])
     by_name = {n.name: n for n in build_snapshot(found, 0.0).nodes}
-    a, b, c = by_name["a"], by_name["b"], by_name["c"]
+    a, b = by_name["a"], by_name["b"]
     assert a.unschedulable
     assert a.ready
     assert a.labels["zone"] == "x"
     assert [str(t) for t in a.taints] == ["gpu=reserved:NoSchedule"]
     assert not b.unschedulable
     assert not b.ready
-    assert not c.unschedulable
-    assert c.ready
-    assert c.taints == ()
+    # No Node object "c" (deleted, scaled down): its layout is left out and reported.
+    assert "c" not in by_name
+    assert found.without_node == {"c-gpu0": "c"}
     assert found.node_facts["a"].unschedulable
 
 

@@ -26,7 +26,14 @@ from migweaver.core.operator.state import ClusterState, build_snapshot, cluster_
 from migweaver.core.planning.plan import Assignment
 from migweaver.core.planning.planner import plan
 from migweaver.core.resources.api import ANNOTATION_RESERVATION
-from tests.unit.operator_helpers import allocation, layout, nodeconfig, pod, reservation
+from tests.unit.operator_helpers import (
+    allocation,
+    layout,
+    nodeconfig,
+    nodes_of,
+    pod,
+    reservation,
+)
 
 JsonDict = dict[str, Any]
 
@@ -39,7 +46,7 @@ def writes_for(
         pods=pods,
         layouts=layouts,
         nodeconfigs=[nodeconfig(f"{n}-c", node_name=n, mode=mode) for n in nodes],
-        nodes=[],
+        nodes=nodes_of(layouts),
     )
     snapshot = build_snapshot(found, 0.0)
     return plan_writes(plan(snapshot, found.demands), found, snapshot), found
@@ -264,7 +271,7 @@ def test_plan_assignment_is_reused_for_kept_reservations() -> None:
         pods=[pod("p", mem=30000, reserved=reserved)],
         layouts=[layout("n", spec=[("3g.40gb", 0, 4)])],
         nodeconfigs=[nodeconfig("c", node_name="n")],
-        nodes=[],
+        nodes=nodes_of([layout("n")]),
     )
     result = plan(build_snapshot(found, 0.0), found.demands)
     assigned = result.pods["default/p"]
