@@ -1,7 +1,5 @@
 """The shipped manifests against a Kubernetes API.
 
-- Kopf's peering CRD (manifests/crds/) and the peering object the operator creates
-  take the keep-alives Kopf writes, on the emulator and on a real cluster.
 - On a real cluster (MIGWEAVER_E2E_KUBECONFIG), every object that `kubectl kustomize
   manifests/` renders passes the apiserver's own validation: a server-side apply with
   `dryRun=All`, which validates and admits the object (CEL of the admission policy
@@ -20,37 +18,11 @@ from typing import Any
 import pytest
 import yaml
 
-from migweaver.operator.main import peering_body
-from tests.e2e.kube_api import CRDS, JsonDict, Kube, KubeError, Ref, meta
+from tests.e2e.kube_api import JsonDict, Kube, KubeError, meta
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
-KOPF_CRD = MANIFESTS / "crds" / "clusterkopfpeerings.kopf.dev.yaml"
-PEERINGS = Ref("kopf.dev/v1", "clusterkopfpeerings", False, "ClusterKopfPeering")
 APPLY_PATCH = "application/apply-patch+yaml"
-
-
-async def test_kopf_peering_object_takes_keepalives(kube: Kube) -> None:
-    created = await kube.ensure_crds([KOPF_CRD])
-    try:
-        # The object the operator creates when it is missing (ensure_peering).
-        body = peering_body(kube.name("migweaver"))
-        name = meta(await kube.create(PEERINGS, body))["name"]
-
-        # What Kopf writes (kopf._core.engines.peering.touch): a merge patch of the main
-        # resource (the CRD has no status subresource), one status key per peer.
-        peer = {"priority": 7, "lifetime": 60, "lastseen": "2026-01-01T00:00:00.000000"}
-        await kube.patch(PEERINGS, name, {"status": {"replica-a": peer, "replica-b": peer}})
-        got = await kube.get(PEERINGS, name)
-        assert got["status"] == {"replica-a": peer, "replica-b": peer}
-
-        # A replica that stops removes itself (a null in the merge patch).
-        await kube.patch(PEERINGS, name, {"status": {"replica-a": None}})
-        assert (await kube.get(PEERINGS, name))["status"] == {"replica-b": peer}
-    finally:
-        await kube.cleanup()
-        for crd in created if not kube.is_emulator else []:
-            await kube.request("DELETE", CRDS.path(name=crd))
 
 
 def rendered() -> list[JsonDict]:

@@ -1071,7 +1071,6 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@pytest.mark.emulator_only("the webhook listens on this host's 127.0.0.1")
 async def test_operator_serves_the_webhook_and_places_an_ungated_pod(
     kube: Kube, binder: None, webhook_tls: TlsFiles, tmp_path: Path
 ) -> None:

@@ -43,7 +43,12 @@ log = logging.getLogger("emulator.admission")
 
 
 class CallFailed(Exception):
-    """The webhook could not be called or answered nonsense: failurePolicy decides."""
+    """The webhook could not be called or answered nonsense: failurePolicy decides.
+    `prefix`: the message follows "failed to call webhook: Post URL:" (a call was made)."""
+
+    def __init__(self, message: str, *, prefix: bool = True) -> None:
+        super().__init__(message)
+        self.prefix = prefix
 
 
 class Admission:
@@ -102,9 +107,8 @@ class Admission:
             if webhook.get("failurePolicy", "Fail") == "Ignore":
                 log.warning("webhook %s failed, ignored by its failurePolicy: %s", name, exc)
                 return obj
-            raise internal_error(
-                f'failed calling webhook "{name}": failed to call webhook: Post "{call_url}": {exc}'
-            ) from exc
+            called = f'failed to call webhook: Post "{call_url}": ' if exc.prefix else ""
+            raise internal_error(f'failed calling webhook "{name}": {called}{exc}') from exc
         if not response.get("allowed"):
             raise _denied(name, response.get("status") or {})
         patch = response.get("patch")
@@ -151,7 +155,12 @@ async def _post(url: str, review: JsonDict, ca_bundle: str, timeout_s: int) -> J
         if ca_bundle:
             context = ssl.create_default_context(cadata=base64.b64decode(ca_bundle).decode())
     except (ValueError, ssl.SSLError, binascii.Error) as exc:
-        raise CallFailed(f"invalid caBundle: {exc}") from exc
+        # Kubernetes' wording: the client for the webhook cannot even be built.
+        raise CallFailed(
+            "could not get REST client: unable to load root certificates: "
+            f"unable to parse bytes as PEM block ({exc})",
+            prefix=False,
+        ) from exc
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session,

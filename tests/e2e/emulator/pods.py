@@ -20,6 +20,7 @@ import copy
 from typing import Any
 
 from .errors import Cause, field_forbidden, field_invalid, field_required
+from .quantity import canonical_map
 
 JsonDict = dict[str, Any]
 
@@ -71,6 +72,18 @@ def apply_defaults(pod: JsonDict) -> None:
                 requests = resources.setdefault("requests", {})
                 for name, quantity in limits.items():
                     requests.setdefault(name, quantity)
+    canonical_resources(pod)
+
+
+def canonical_resources(pod: JsonDict) -> None:
+    """Every container's limits and requests as the apiserver stores them (`8000` is
+    `8k`: the quantities are decoded and written back canonically)."""
+    spec = pod.get("spec") or {}
+    for list_name in _CONTAINER_LISTS:
+        for container in spec.get(list_name) or []:
+            resources = container.get("resources") or {}
+            canonical_map(resources.get("limits"))
+            canonical_map(resources.get("requests"))
 
 
 def validate_create(pod: JsonDict) -> list[Cause]:

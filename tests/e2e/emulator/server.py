@@ -98,7 +98,7 @@ class Emulator:
     and closes the listening socket.
     """
 
-    def __init__(self, *, history_size: int = 10_000, bookmark_interval: float = 1.0) -> None:
+    def __init__(self, *, history_size: int = 10_000, bookmark_interval: float = 60.0) -> None:
         self.registry = Registry()
         self.store = Store(self.registry, history_size=history_size)
         self.admission = Admission(self.store)

@@ -52,6 +52,7 @@ from .errors import (
     not_found,
 )
 from .identity import current_user
+from .quantity import canonical_map
 from .resources import CRD_TYPE, Registry, ResourceType
 from .schema import apply_schema
 
@@ -221,6 +222,8 @@ class Store:
             )
         if rt.key == ("", "pods"):
             pods.apply_defaults(obj)
+        if rt.key == ("", "nodes"):
+            _canonical_node(obj)
         if rt.key == webhooks.MUTATING_KEY:
             webhooks.apply_defaults(obj)
         return obj
@@ -436,7 +439,10 @@ class Store:
         )
 
     def _kind_update_rules(self, rt: ResourceType, old: JsonDict, new: JsonDict) -> list[Cause]:
+        if rt.key == ("", "nodes"):
+            _canonical_node(new)
         if rt.key == ("", "pods"):
+            pods.canonical_resources(new)
             return pods.validate_update(old, new)
         if rt.key == CRD_TYPE.key:
             causes = _crd_causes(new)
@@ -550,18 +556,24 @@ class Store:
         their namespace or a cluster-scoped one)."""
         if not uid:
             return
-        uids = {str(_meta(o).get("uid")) for key in list(self._objects) for o in self.items(key)}
-        for key in list(self._objects):
-            rt = self._rt(key)
-            for obj in list(self.items(key)):
-                meta = _meta(obj)
-                owners = [r.get("uid") for r in meta.get("ownerReferences") or []]
-                if uid not in owners or any(o in uids for o in owners):
-                    continue
-                if namespace and meta.get("namespace") not in (None, namespace):
-                    continue
-                if (meta.get("namespace") or "", meta["name"]) in self._objects[key]:
-                    self.delete(rt, meta.get("namespace"), str(meta["name"]))
+        dependents = [
+            (key, obj)
+            for key in list(self._objects)
+            for obj in self._objects[key].values()
+            if uid in [r.get("uid") for r in _meta(obj).get("ownerReferences") or []]
+        ]
+        if not dependents:
+            return
+        uids = {str(_meta(o).get("uid")) for objs in self._objects.values() for o in objs.values()}
+        for key, obj in dependents:
+            meta = _meta(obj)
+            owners = [r.get("uid") for r in meta.get("ownerReferences") or []]
+            if any(o in uids for o in owners):
+                continue  # another owner remains
+            if namespace and meta.get("namespace") not in (None, namespace):
+                continue
+            if (meta.get("namespace") or "", meta["name"]) in self._objects[key]:
+                self.delete(self._rt(key), meta.get("namespace"), str(meta["name"]))
 
     def delete_collection(
         self, rt: ResourceType, namespace: str | None, match: Callable[[JsonDict], bool]
@@ -611,6 +623,14 @@ class Store:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _canonical_node(node: JsonDict) -> None:
+    """A Node's capacity and allocatable, as the apiserver stores quantities."""
+    status = node.get("status")
+    if isinstance(status, dict):
+        canonical_map(status.get("capacity"))
+        canonical_map(status.get("allocatable"))
 
 
 def _check_type(rt: ResourceType, obj: JsonDict) -> None:

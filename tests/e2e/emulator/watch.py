@@ -7,10 +7,13 @@
   `resourceVersionMatch=NotOlderThan`) sends the ADDEDs, then a BOOKMARK annotated
   `k8s.io/initial-events-end`.
 - Selectors filter as the watch cache does: an object that starts matching arrives as
-  ADDED, one that stops matching as DELETED (with its new state).
+  ADDED, one that stops matching as DELETED carrying its state *before* the change (the
+  last one the watch matched) with the change's resourceVersion.
 - `timeoutSeconds` closes the stream (default 1800 s, the apiserver's minimum request
-  timeout); `allowWatchBookmarks` adds a BOOKMARK with the current resourceVersion after
-  every `bookmark_interval` of idleness and just before the stream closes.
+  timeout); with `allowWatchBookmarks` the watch cache's rule for BOOKMARKs: one every
+  `bookmark_interval` (a minute) and one 2 s before the deadline, each sent only when
+  the current resourceVersion is past the last one the watch sent (a quiet watch gets
+  none, as a Kubernetes v1.36 apiserver's).
 - A client that disconnects ends the stream; so does the emulator stopping.
 """
 
@@ -77,6 +80,8 @@ class WatchRequest:
             raise bad_request(f"invalid watch parameter: {exc}") from exc
         self.start = start
         self.bookmark_interval = bookmark_interval
+        self.sent_rv = start
+        """The newest resourceVersion this watch has sent (events or bookmarks)."""
 
     def _in_scope(self, obj: JsonDict) -> bool:
         namespace = (obj.get("metadata") or {}).get("namespace") or ""
@@ -86,9 +91,23 @@ class WatchRequest:
         return self._in_scope(obj) and self.match(obj)
 
     def _event(self, type_: str, obj: JsonDict) -> JsonDict:
+        rv = (obj.get("metadata") or {}).get("resourceVersion")
+        if isinstance(rv, str) and rv.isdigit():
+            self.sent_rv = max(self.sent_rv, int(rv))
         return {"type": type_, "object": present(self.rt, obj)}
 
+    def _change_event(self, kind: str, change: Change) -> JsonDict:
+        """The event of a change; an object that left the selector is sent as it was."""
+        if kind == "DELETED" and change.type == "MODIFIED" and change.old is not None:
+            old = json.loads(json.dumps(change.old))
+            old.setdefault("metadata", {})["resourceVersion"] = (
+                change.obj.get("metadata") or {}
+            ).get("resourceVersion")
+            return self._event(kind, old)
+        return self._event(kind, change.obj)
+
     def _bookmark(self, initial_end: bool = False) -> JsonDict:
+        self.sent_rv = max(self.sent_rv, self.store.rv)
         meta: JsonDict = {"resourceVersion": str(self.store.rv)}
         if initial_end:
             meta["annotations"] = {"k8s.io/initial-events-end": "true"}
@@ -118,7 +137,7 @@ class WatchRequest:
                 for change in self.store.changes_after(self.start, key):
                     kind = visible(change, self._filter)
                     if kind:
-                        first.append(self._event(kind, change.obj))
+                        first.append(self._change_event(kind, change))
         except StatusError as exc:
             if exc.code != 410:
                 raise
@@ -153,28 +172,37 @@ class WatchRequest:
     ) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
+        next_bookmark = self._next_bookmark(loop.time(), deadline)
         while True:
-            remaining = deadline - loop.time()
+            now = loop.time()
+            remaining = deadline - now
             if remaining <= 0:
-                if self.bookmarks:
-                    await _send(response, self._bookmark())
                 return
+            wait = remaining if next_bookmark is None else max(0.0, next_bookmark - now)
             try:
-                change = await asyncio.wait_for(
-                    queue.get(), timeout=min(self.bookmark_interval, remaining)
-                )
+                change = await asyncio.wait_for(queue.get(), timeout=min(wait, remaining))
             except TimeoutError:
                 transport = request.transport
                 if transport is None or transport.is_closing():
                     return
-                if self.bookmarks and loop.time() < deadline:
-                    await _send(response, self._bookmark())
+                now = loop.time()
+                if next_bookmark is not None and now >= next_bookmark and now < deadline:
+                    if self.store.rv > self.sent_rv:
+                        await _send(response, self._bookmark())
+                    next_bookmark = self._next_bookmark(now, deadline)
                 continue
             if change is None:
                 return  # the emulator is stopping
             kind = visible(change, self._filter)
             if kind:
-                await _send(response, self._event(kind, change.obj))
+                await _send(response, self._change_event(kind, change))
+
+    def _next_bookmark(self, now: float, deadline: float) -> float | None:
+        """When the next BOOKMARK is due (the watch cache's `nextBookmarkTime`)."""
+        if not self.bookmarks:
+            return None
+        at = min(now + self.bookmark_interval, deadline - 2.0)
+        return at if at > now else None
 
 
 async def _send(response: web.StreamResponse, event: JsonDict) -> None:
