@@ -951,6 +951,15 @@ async def test_a_layout_of_a_deleted_node_gets_no_pod_and_goes_with_its_node(
         assert allocation_of(pod).node == node
 
 
+async def wait_rendered(metrics: OperatorMetrics, line: bytes) -> None:
+    """Until the metrics show `line` (fails after TIMEOUT with what they show)."""
+    for _ in range(int(TIMEOUT * 10)):  # a counter, not an event: look every 0.1 s
+        if line in metrics.render():
+            return
+        await asyncio.sleep(0.1)
+    assert line in metrics.render()
+
+
 def operator_command(kube: Kube, *extra: str) -> list[str]:
     """`migweaver operator` as a process of its own, without the webhook."""
     return [
@@ -1054,7 +1063,9 @@ async def test_kill_the_leader_and_the_other_replica_leads_and_places_the_next_p
                 assert spec["leaseTransitions"] == first["spec"]["leaseTransitions"] + 1
                 await kube.create(PODS, gpu_pod("led-2", 1, 8000, "mig"))
                 await wait_pod(kube, "led-2", released)
-                assert b"migweaver_pods_placed_total 1.0" in other.metrics.render()
+                # Counted once the release patch returned, which can be after the watch
+                # showed the released pod: wait for it (the standby placed nothing before).
+                await wait_rendered(other.metrics, b"migweaver_pods_placed_total 1.0")
             # A clean stop releases the Lease at once.
             released_lease = await kube.wait_for(LEASES, lease, lambda o: not lease_holder(o))
             assert released_lease is not None
