@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from kubernetes_asyncio import client
 
 from migweaver.k8s.client import (
-    _FAILURES,
     STRATEGIC_MERGE_PATCH,
     CoreApi,
     JsonDict,
@@ -25,7 +24,6 @@ from migweaver.k8s.client import (
     PodCalls,
     _listing,
     _or_none,
-    _translate,
     watch_events,
 )
 
@@ -134,33 +132,3 @@ async def connection_settings(api: client.ApiClient) -> ConnectionSettings:
         certificate_path=config.cert_file or None,
         private_key_path=config.key_file or None,
     )
-
-
-class AnyClusterObjects:
-    """Cluster-scoped objects of any group (kopf's `ClusterKopfPeering`, for one)."""
-
-    def __init__(self, api: client.ApiClient, group: str, version: str, plural: str) -> None:
-        self._api: Any = client.CustomObjectsApi(api)
-        self.group, self.version, self.plural = group, version, plural
-
-    async def get(self, name: str) -> JsonDict | None:
-        """The object, or None when it does not exist."""
-        return await _or_none(self._read(name))
-
-    async def _read(self, name: str) -> JsonDict:
-        try:
-            result = await self._api.get_cluster_custom_object(
-                self.group, self.version, self.plural, name
-            )
-        except _FAILURES as exc:
-            raise _translate(exc, f"get {self.plural} {name}") from exc
-        return cast(JsonDict, result)
-
-    async def create(self, body: Mapping[str, Any]) -> JsonDict:
-        try:
-            result = await self._api.create_cluster_custom_object(
-                self.group, self.version, self.plural, dict(body)
-            )
-        except _FAILURES as exc:
-            raise _translate(exc, f"create {self.plural}") from exc
-        return cast(JsonDict, result)

@@ -1,6 +1,6 @@
 {{/*
 Object names are fixed, as in manifests/: the operator finds its ConfigMap
-(migweaver-device-config), its peering object (migweaver) and the webhook's Service by
+(migweaver-device-config), its leader election Lease (migweaver-operator) and the webhook's Service by
 these names, and the cluster-scoped objects (ClusterRoles, the webhook, the admission
 policy) exist once per cluster. Install one release per cluster.
 */}}
