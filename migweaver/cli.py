@@ -701,6 +701,13 @@ def _add_operator_parser(sub: Any) -> None:
         help="a killed leader is replaced after this long",
     )
     p.add_argument(
+        "--node-vanished-grace",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="evict a pod released to a deleted Node (or report a bare one) after this long",
+    )
+    p.add_argument(
         "--standalone", action="store_true", help="run without leader election (one replica)"
     )
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
@@ -727,6 +734,9 @@ def cmd_operator(args: argparse.Namespace) -> int:
     if args.lease_duration < 3:
         print("error: --lease-duration must be >= 3 (seconds)", file=sys.stderr)
         return 2
+    if args.node_vanished_grace < 0:
+        print("error: --node-vanished-grace must be >= 0 (seconds)", file=sys.stderr)
+        return 2
     webhook = not args.no_webhook
     if webhook and not args.webhook_tls_dir and not args.webhook_self_signed:
         print(
@@ -752,6 +762,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
         lease=args.lease,
         lease_duration_s=args.lease_duration,
         lease_renew_s=min(2.0, args.lease_duration / 5),
+        node_vanished_grace_s=args.node_vanished_grace,
         standalone=args.standalone,
     )
     return asyncio.run(run_operator(options))

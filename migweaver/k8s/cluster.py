@@ -1,7 +1,8 @@
 """Cluster-wide reads and writes the operator makes itself (kopf only watches for it).
 
 - `Pods`: every pod (list), one pod (get), a merge patch (optionally conditional on the
-  pod's `resourceVersion`), a strategic merge patch of its status (`patch_status`);
+  pod's `resourceVersion`), a strategic merge patch of its status (`patch_status`), an
+  eviction (`evict`);
 - `Nodes`: the node list (labels, for NodeConfig selectors and the hostname label);
 - `ConfigMaps`: one ConfigMap in one namespace, read and watched by name;
 - `connection_settings`: what kopf needs to log in, taken from the same kubeconfig (or
@@ -47,6 +48,20 @@ class Pods(PodCalls):
             namespace,
             dict(patch),
             _content_type=STRATEGIC_MERGE_PATCH,
+        )
+
+    async def evict(self, namespace: str, name: str, uid: str) -> None:
+        """Create the pod's `pods/eviction` (policy/v1): the apiserver deletes the pod unless
+        a PodDisruptionBudget forbids it now (429). The UID precondition makes sure it is
+        this very pod, not one re-created under the same name (a StatefulSet's)."""
+        body = {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": name, "namespace": namespace},
+            "deleteOptions": {"preconditions": {"uid": uid}},
+        }
+        await self._call(
+            f"evict pod {namespace}/{name}", "create_namespaced_pod_eviction", name, namespace, body
         )
 
 

@@ -33,13 +33,15 @@ __all__ = [
 
 
 class PodStore(Protocol):
-    """Every pod (list); a merge patch of one; a strategic merge patch of its status."""
+    """Every pod (list); a merge patch of one; a strategic merge patch of its status; an
+    eviction (only of a pod released to a node that no longer exists)."""
 
     async def list(self) -> Listing: ...
     async def patch(self, namespace: str, name: str, patch: Mapping[str, Any]) -> JsonDict: ...
     async def patch_status(
         self, namespace: str, name: str, patch: Mapping[str, Any]
     ) -> JsonDict: ...
+    async def evict(self, namespace: str, name: str, uid: str) -> None: ...
 
 
 class LayoutStore(Protocol):

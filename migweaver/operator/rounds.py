@@ -6,7 +6,9 @@ write of the operator is serialised and made from a fresh read of the API:
 
 1. read pods, MigLayouts, NodeConfigs and Nodes (`core.operator.state.cluster_state`);
 2. NodeConfigs: `spec.migEnabled` of their GPUs, their status and Events;
-3. releases: every reserved pod whose devices are Ready gets its one patch;
+3. releases: every reserved pod whose devices are Ready gets its one patch; a released
+   pod whose Node was deleted before binding is evicted or explained
+   (`core.operator.vanished`);
 4. when the batching window is due: plan, write the changed MigLayout specs (409 re-reads
    and re-plans, never overwrites), then the pods' reservation annotations, then Events
    and the pods' `migweaver.io/Placement` condition (`core.operator.pod_condition`).
@@ -14,7 +16,8 @@ write of the operator is serialised and made from a fresh read of the API:
 Everything it knows comes from the API in step 1, so a restarted operator continues
 where the last one stopped (docs/design.md, "Safety rules"). The only memory kept between rounds is
 what avoids repeating itself: the batching window, whether pods wait for room, the last
-`MigUnschedulable` reason per pod and the MigLayouts already logged as left out.
+`MigUnschedulable` reason per pod, the MigLayouts already logged as left out, and since
+when each released pod's Node has been missing (its grace period).
 """
 
 from __future__ import annotations
@@ -59,6 +62,15 @@ from migweaver.core.operator.state import (
     build_snapshot,
     cluster_state,
     instance_owners,
+)
+from migweaver.core.operator.vanished import (
+    Stranded,
+    already_told,
+    due_for_action,
+    stranded_pods,
+    stranded_since,
+    vanished_condition,
+    vanished_message,
 )
 from migweaver.core.planning.plan import PlannerOptions
 from migweaver.core.planning.planner import plan
@@ -130,7 +142,9 @@ class Operator:
         self._arrivals = 0
         self._without_node: set[str] = set()
         """MigLayouts already reported as having no Node."""
-        """Pod arrivals so far: a round closes the window only over those it has read."""
+        self._stranded_since: dict[str, float] = {}
+        """Released pods whose Node is gone -> when first seen so (monotonic)."""
+        self._grace_timer: asyncio.TimerHandle | None = None
 
     def request_defaults(self) -> RequestDefaults:
         """Resource names and request defaults of the configuration in force."""
@@ -241,6 +255,7 @@ class Operator:
         self.metrics.set_pending(len(state.waiting))
         self.metrics.update_health(state, self._wall())
         await self._report_without_node(state)
+        await self._stranded(state)
         wrote = await self._nodeconfigs(state)
         wrote = await self._releases(state) or wrote
         # A resync plans whenever pods wait: starving pods' holds, and reservations that
@@ -274,6 +289,50 @@ class Operator:
             log.warning("MigLayout without a Node: no pod is placed on it", layout=name, node=node)
             await self.events.record(state.layout_bodies[name], "NodeMissing", message, "Warning")
         self._without_node = set(found)
+
+    async def _stranded(self, state: ClusterState) -> None:
+        """Released pods whose Node was deleted before they were bound
+        (`core.operator.vanished`): after the grace period, evict those with a controller
+        (it re-creates them, the new pod is planned again); explain it on bare ones."""
+        stranded = stranded_pods(state.released_bodies.values(), state.node_facts)
+        now = self._mono()
+        self._stranded_since = stranded_since(self._stranded_since, stranded, now)
+        due, wait = due_for_action(
+            stranded, self._stranded_since, now, self.options.node_vanished_grace_s
+        )
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+            self._grace_timer = None
+        if wait is not None:
+            # A round when the next grace ends, not only at the next resync.
+            self._grace_timer = asyncio.get_running_loop().call_later(wait, self._wake.set)
+        for pod in due:
+            if pod.evict:
+                await self._evict(pod)
+            elif not already_told(pod):
+                message = vanished_message(pod)
+                log.warning("pod released to a Node that no longer exists", pod=pod.key)
+                await self.events.record(pod.body, "NodeVanished", message, "Warning")
+                await self._condition(pod.body, vanished_condition(pod))
+
+    async def _evict(self, pod: Stranded) -> None:
+        """Evict the pod (never a plain delete: a PodDisruptionBudget is respected). A
+        refusal (429 while a budget forbids it, 403, ...) is logged and tried again in a
+        later round; a server failing as a whole fails the round."""
+        meta = metadata_of(pod.body)
+        namespace, name = str(meta.get("namespace")), str(meta.get("name"))
+        try:
+            await self.pods.evict(namespace, name, str(meta.get("uid") or ""))
+        except (NotFound, Conflict):
+            return  # gone, or re-created under its name: nothing left to evict
+        except ApiError as exc:
+            if not _refused(exc):
+                raise
+            log.warning("could not evict the pod", pod=pod.key, error=str(exc))
+            return
+        self._stranded_since.pop(pod.key, None)
+        log.warning("evicted a pod released to a Node that no longer exists", pod=pod.key)
+        await self.events.record(pod.body, "NodeVanished", vanished_message(pod), "Warning")
 
     def _closed_window(self, arrivals: int) -> BatchWindow:
         """The window after a round that planned (or found nobody waiting), given the

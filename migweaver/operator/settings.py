@@ -44,6 +44,9 @@ class OperatorOptions:
     """A killed leader's Lease expires after this long; then another replica leads."""
     lease_renew_s: float = 2.0
     """How often each replica looks at the Lease (the leader renews it)."""
+    node_vanished_grace_s: float = 30.0
+    """A pod released to a Node that no longer exists is evicted (or, without a controller,
+    reported) once it has been so for this long: a re-registered Node costs nothing."""
     standalone: bool = False
     """No leader election: this replica always leads (a single replica)."""
     standby_poll_s: float = 1.0

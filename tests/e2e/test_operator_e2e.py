@@ -951,6 +951,62 @@ async def test_a_layout_of_a_deleted_node_gets_no_pod_and_goes_with_its_node(
         assert allocation_of(pod).node == node
 
 
+def unscheduled(pod: JsonDict, owner: JsonDict | None = None) -> JsonDict:
+    """The pod for no scheduler at all (so it stays unbound on a real cluster too),
+    controlled by `owner` when given."""
+    pod["spec"]["schedulerName"] = "migweaver-e2e-unscheduled"
+    if owner is not None:
+        pod["metadata"]["ownerReferences"] = [
+            {
+                "apiVersion": owner["apiVersion"],
+                "kind": owner["kind"],
+                "name": meta(owner)["name"],
+                "uid": meta(owner)["uid"],
+                "controller": True,
+            }
+        ]
+    return pod
+
+
+async def test_a_pod_released_to_a_node_deleted_before_binding_is_evicted_or_explained(
+    kube: Kube,
+) -> None:
+    # Issue 11, bug 2: a released pod whose Node is deleted before the scheduler binds it
+    # can neither run nor be planned again (no gate can be added back, its nodeSelector
+    # cannot change). A pod with a controller is evicted so its controller re-creates it;
+    # a bare pod is never deleted, it is told what to do.
+    node = kube.name("vanish-n")
+    await add_node(kube, node)
+    await add_nodeconfig(kube, node, "mig")
+    # Any controlling owner makes a pod replaceable; a ConfigMap has no controller of its
+    # own here, so the pod is the same on the emulator and on a real cluster.
+    owner = await kube.create(
+        CONFIGMAPS, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "rs-like"}}
+    )
+    async with running_operator(kube, node_vanished_grace_s=1.0):
+        async with running_agents(kube, (node, f"{A100}:1")):
+            await kube.create(PODS, unscheduled(gpu_pod("owned", 1, 8000, "mig"), owner))
+            await kube.create(PODS, unscheduled(gpu_pod("bare", 1, 8000, "mig")))
+            await wait_pod(kube, "owned", released)
+            bare = await wait_pod(kube, "bare", released)
+        assert not (bare.get("spec") or {}).get("nodeName")
+        owned = await kube.get(PODS, "owned")
+        await kube.delete(NODES, node)
+
+        await kube.wait_gone(PODS, "owned", timeout_s=TIMEOUT)
+        events = await wait_events(kube, owned, {"NodeVanished"})
+        (event,) = [e for e in events if e["reason"] == "NodeVanished"]
+        assert "evicted so that its controller ConfigMap/rs-like re-creates it" in event["message"]
+
+        told = await wait_pod(kube, "bare", placement_is("False", "NodeVanished"))
+        await wait_events(kube, bare, {"NodeVanished"})
+        message = (condition(told, PLACEMENT_CONDITION) or {})["message"]
+        assert message.endswith("delete it and create it again")
+        still = await kube.get(PODS, "bare")
+        assert meta(still)["uid"] == meta(bare)["uid"]
+        assert not meta(still).get("deletionTimestamp")
+
+
 async def wait_rendered(metrics: OperatorMetrics, line: bytes) -> None:
     """Until the metrics show `line` (fails after TIMEOUT with what they show)."""
     for _ in range(int(TIMEOUT * 10)):  # a counter, not an event: look every 0.1 s

@@ -146,6 +146,8 @@ class ClusterState:
     """Gated pods that are not being deleted, in name order."""
     allocations: dict[str, Allocation] = field(default_factory=dict)
     """Released pods that still hold their devices (not ended, bind-phase not failed)."""
+    released_bodies: dict[str, PodBody] = field(default_factory=dict)
+    """The same pods as the API returned them (`vanished`: a Node deleted under them)."""
     by_gpu: dict[GpuKey, str] = field(default_factory=dict)
     """(node, GPU index) -> MigLayout name (the first by name if two claim one GPU)."""
     ignored_reservations: dict[str, str] = field(default_factory=dict)
@@ -225,6 +227,7 @@ def cluster_state(
 
     waiting: list[WaitingPod] = []
     allocations: dict[str, Allocation] = {}
+    released: dict[str, PodBody] = {}
     ignored: dict[str, str] = {}
     for pod in sorted(pods, key=pod_key):
         key = pod_key(pod)
@@ -250,6 +253,7 @@ def cluster_state(
         allocation = bound_allocation(pod)
         if isinstance(allocation, Allocation):
             allocations[key] = allocation
+            released[key] = pod
     waiting = _drop_contested(waiting, ignored)
     by_gpu: dict[GpuKey, str] = {}
     # The MigLayout named for its GPU (`<node>-gpu<index>`, the one its agent applies)
@@ -270,6 +274,7 @@ def cluster_state(
         invalid_configs=invalid_configs,
         waiting=tuple(waiting),
         allocations=allocations,
+        released_bodies=released,
         ignored_reservations=ignored,
     )
 

@@ -31,7 +31,8 @@ Modules, one concern each:
 - `selectors`: label and field selectors.
 - `patches`: merge, JSON and strategic merge patches.
 - `schema`: pruning, defaulting and validation against a CRD's openAPIV3Schema.
-- `pods`: pod defaults, validation, scheduling gates and binding rules.
+- `pods`: pod defaults, validation, scheduling gates and binding rules; an eviction
+  deletes the pod (no PodDisruptionBudgets).
 - `webhooks` and `admission`: MutatingWebhookConfiguration rules and HTTPS calls.
 - `errors`: `Status` bodies as the apiserver writes them.
 """

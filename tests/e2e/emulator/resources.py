@@ -159,7 +159,10 @@ BUILTIN: tuple[ResourceType, ...] = (
         status_subresource=True,
         generation="spec",
         field_labels=POD_FIELDS,
-        extra_subresources=(("binding", "Binding", ("create",)),),
+        extra_subresources=(
+            ("binding", "Binding", ("create",)),
+            ("eviction", "Eviction", ("create",)),
+        ),
     ),
     _core(
         "nodes",

@@ -352,17 +352,17 @@ class Emulator:
             if request.method != "POST" or target.namespace is None:
                 raise method_not_allowed()
             self.store.bind(target.namespace, target.name, await _body(request))
-            return _json(
-                {
-                    "kind": "Status",
-                    "apiVersion": "v1",
-                    "metadata": {},
-                    "status": "Success",
-                    "code": 201,
-                },
-                201,
-            )
+            return _json(_SUCCESS, 201)
+        if target.subresource == "eviction" and rt.key == ("", "pods"):
+            if request.method != "POST" or target.namespace is None:
+                raise method_not_allowed()
+            self.store.evict(target.namespace, target.name, await _body(request))
+            return _json(_SUCCESS, 201)
         raise not_found(rt.group, f"{rt.plural}/{target.subresource}", target.name)
+
+
+_SUCCESS = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
+"""The answer to a binding or an eviction."""
 
 
 def _bound_pod(store: Store, registry: Registry, namespace: str, ref: Any) -> JsonDict | None:

@@ -459,6 +459,19 @@ class Store:
 
     # ------------------------------------------------------------------ binding
 
+    def evict(self, namespace: str, name: str, eviction: Any) -> None:
+        """`pods/<name>/eviction`: admission of the Eviction (CREATE of the subresource),
+        then the pod's deletion with the Eviction's `deleteOptions` preconditions.
+        PodDisruptionBudgets are not modelled (a real server may answer 429)."""
+        rt = self._rt(("", "pods"))
+        self._current(rt, namespace, name)
+        if not isinstance(eviction, dict):
+            raise bad_request("the body of an eviction must be a JSON object")
+        self._admit("CREATE", rt, eviction, None, "eviction")
+        options = eviction.get("deleteOptions") or {}
+        preconditions = options.get("preconditions") if isinstance(options, dict) else None
+        self.delete(rt, namespace, name, {"preconditions": preconditions or {}})
+
     def bind(self, namespace: str, name: str, binding: Any) -> None:
         """`pods/<name>/binding`: what the scheduler does to place a pod on a node."""
         rt = self._rt(("", "pods"))

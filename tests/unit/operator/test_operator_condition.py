@@ -46,6 +46,9 @@ class FakePods:
         self.patched.append(f"{namespace}/{name}")
         return {}
 
+    async def evict(self, namespace: str, name: str, uid: str) -> None:
+        raise AssertionError(f"no pod is evicted here ({namespace}/{name})")
+
     async def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> JsonDict:
         self.calls.append((namespace, name, patch))
         if self.error is not None:

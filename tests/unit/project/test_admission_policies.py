@@ -236,7 +236,18 @@ def test_the_operators_condition_passes_and_other_verbs_are_refused() -> None:
     assert policy("migweaver-operator").admit(request(OPERATOR, sub="status"), new, old)[0]
     allowed, why = policy("migweaver-operator").admit(request(OPERATOR, "DELETE"), None, old)
     assert not allowed
-    assert why == "the migweaver operator may only patch pods and their status, not DELETE pods"
+    assert why == (
+        "the migweaver operator may only patch pods and their status and evict pods, "
+        "not DELETE pods"
+    )
+    # Creating a pod stays refused; creating a pod's eviction is what the operator does to
+    # a pod released to a Node deleted before the pod was bound.
+    refused, why = policy("migweaver-operator").admit(request(OPERATOR, "CREATE"), new, None)
+    assert not refused
+    assert why.endswith("not CREATE pods")
+    eviction = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "p"}}
+    evict = request(OPERATOR, "CREATE", sub="eviction")
+    assert policy("migweaver-operator").admit(evict, eviction, None)[0]
     # A lookalike account is not the operator: the policy leaves it to migweaver-pod-fields.
     assert policy("migweaver-operator").admit(request(LOOKALIKE), new, old) == (
         True,

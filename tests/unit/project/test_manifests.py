@@ -558,6 +558,7 @@ OPERATOR_NEEDS = [
     ("migweaver.io", "nodeconfigs", "list"),
     ("migweaver.io", "nodeconfigs", "watch"),
     ("migweaver.io", "nodeconfigs/status", "patch"),  # rounds: which NodeConfig is in force
+    ("", "pods/eviction", "create"),  # a pod released to a Node deleted before binding
     ("", "nodes", "get"),
     ("", "nodes", "list"),
     ("", "nodes", "watch"),
@@ -580,7 +581,6 @@ OPERATOR_NEVER = [
     ("", "pods", "update"),
     ("", "pods", "delete"),
     ("", "pods/status", "update"),  # only the strategic merge patch of its one condition
-    ("", "pods/eviction", "create"),
     ("", "nodes", "patch"),
     ("", "nodes/status", "patch"),
     ("", "secrets", "get"),
