@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test e2e-real lint typecheck imports unit crds bench proto clean help prometheus e2e-node image image-offline image-check version
+.PHONY: demo test e2e-real lint typecheck imports unit crds bench bench-operator proto clean help prometheus e2e-node image image-offline image-check version
 
 help:
 	@echo "make demo   - show migweaver on a simulated fleet (the README's first command)"
@@ -15,6 +15,7 @@ help:
 	@echo "make bench  - run the benchmarks and write docs/benchmarks.md"
 	@echo "make e2e-node - pods on a real kubelet node (needs root and K8S_KIT, default ../shared/k8s)"
 	@echo "make image  - build the container image with docker, podman or buildah (docs/installation.md)"
+	@echo "make bench-operator - only the operator's section of docs/benchmarks.md"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -77,6 +78,11 @@ bench: $(STAMP)
 K8S_KIT ?= ../shared/k8s
 e2e-node: $(STAMP)
 	tests/e2e_node/run.sh $(K8S_KIT) $(PYTEST_ARGS)
+
+# The operator against the emulator and a real control plane (started from the test kit
+# of K8S_KIT when it is there, benchmarks/control_plane.py): its section only.
+bench-operator: $(STAMP)
+	K8S_KIT=$(K8S_KIT) $(BIN)/python -m benchmarks.write_report docs/benchmarks.md --operator-only
 
 # Three times: kustomize reads no file outside manifests/ and Helm none outside the chart, so
 # manifests/crds/ and charts/migweaver/crds/ hold copies (tests/unit/project/test_manifests.py

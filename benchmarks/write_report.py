@@ -3,7 +3,11 @@
 Inputs are generated with fixed seeds, so the tables change only when the code does
 (times vary a little from run to run and from machine to machine).
 
-Run: python -m benchmarks.write_report [OUTPUT] [--quick]
+The operator's figures come from the in-process API emulator and, when there is one, a
+real control plane: the cluster of `--kubeconfig`, or one started for the run
+(`benchmarks/control_plane.py`).
+
+Run: python -m benchmarks.write_report [OUTPUT] [--quick] [--kubeconfig FILE] [--runs N]
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks import bench_operator, bench_planner, optimum, simulation
+from benchmarks.control_plane import control_plane
 from migweaver.core.planning.plan import PlannerOptions
 
 OPTIMUM_INSTANCES = 300
@@ -117,11 +122,38 @@ How to read it:
 """
 
 
+OPERATOR_HEADING = "## Operator against"
+
+
+def _operator_section(args: argparse.Namespace) -> str:
+    """On the cluster of `--kubeconfig`, else on a control plane started for the run."""
+    if args.kubeconfig is not None:
+        return bench_operator.section(args.kubeconfig, args.runs, burst=not args.quick)
+    with control_plane() as kubeconfig:
+        return bench_operator.section(kubeconfig, args.runs, burst=not args.quick)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("output", nargs="?", default="docs/benchmarks.md")
     parser.add_argument("--quick", action="store_true", help="fewer sizes and instances")
+    parser.add_argument(
+        "--kubeconfig", type=Path, help="the operator's benchmark on this cluster too"
+    )
+    parser.add_argument("--runs", type=int, default=2, help="runs of each operator burst")
+    parser.add_argument(
+        "--operator-only",
+        action="store_true",
+        help="run only the operator's benchmark and replace its section of OUTPUT",
+    )
     args = parser.parse_args(argv)
+    if args.operator_only:
+        operator = _operator_section(args)
+        text = Path(args.output).read_text(encoding="utf-8")
+        head = text[: text.index(OPERATOR_HEADING)] if OPERATOR_HEADING in text else text
+        Path(args.output).write_text(head + operator + "\n", encoding="utf-8")
+        print(f"wrote the operator's section of {args.output}", file=sys.stderr)
+        return
     instances = 20 if args.quick else OPTIMUM_INSTANCES
     speed = bench_planner.markdown(bench_planner.run(repeat=3, quick=args.quick))
     print(speed, flush=True)
@@ -138,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     simulated = simulation.markdown(rows)
     verdicts = simulation.verdicts(rows)
     print(simulated, verdicts, sep="\n\n", flush=True)
-    operator = bench_operator.section()
+    operator = _operator_section(args)
     print(operator, flush=True)
     machine = (
         f"{platform.python_implementation()} {platform.python_version()}, "

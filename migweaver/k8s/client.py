@@ -7,6 +7,8 @@ them directly and tests can compare bodies without client model classes.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Mapping
@@ -18,8 +20,11 @@ from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from migweaver.core.resources.api import GROUP, VERSION, format_timestamp
+from migweaver.logs import get_logger
 
 JsonDict = dict[str, Any]
+
+log = get_logger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -64,12 +69,88 @@ def _translate(exc: BaseException, call: str) -> ApiError:
     return ApiError(status, reason, call)
 
 
+TOO_MANY_REQUESTS = 429
+RETRIES_ON_429 = 8
+"""How often one call is retried when the API server says it is overloaded (429)."""
+MAX_BACKOFF_S = 5.0
+
+
+def backoff_s(attempt: int, retry_after: str | None) -> float:
+    """How long to wait before retry `attempt` (0-based) of a call answered 429: the
+    server's `Retry-After` when it gives one, else 0.1 s doubling; never above 5 s."""
+    try:
+        wanted = float(retry_after) if retry_after else 0.1 * 2**attempt
+    except ValueError:
+        wanted = 0.1 * 2**attempt
+    return max(0.0, min(wanted, MAX_BACKOFF_S))
+
+
+async def _answer(response: Any) -> JsonDict:
+    """The decoded JSON body of a raw (`_preload_content=False`) response; an error status
+    is raised as kubernetes_asyncio raises it (`ApiException`, with body and headers).
+
+    Raw because the client's own decoding builds a model object per field of every pod
+    (and parses every timestamp) only for us to turn it back into a dict: that was most of
+    the operator's CPU time on a large cluster (docs/benchmarks.md)."""
+    try:
+        data = await response.read()
+    finally:
+        response.release()
+    if not 200 <= response.status <= 299:
+        error = ApiException(status=response.status, reason=response.reason)
+        error.body = data.decode(errors="replace")
+        error.headers = response.headers
+        raise error
+    return cast(JsonDict, json.loads(data)) if data else {}
+
+
+async def call_json(method: Any, *args: Any, call: str, **kwargs: Any) -> JsonDict:
+    """`method(*args, **kwargs)` of a kubernetes_asyncio API class, as the plain JSON the
+    server sent; a failure is an ApiError naming `call`. A 429 (API Priority and Fairness
+    or max-in-flight refusing a request) is retried after the server's `Retry-After`, with
+    backoff, a few times before it is raised."""
+    for attempt in range(RETRIES_ON_429 + 1):
+        try:
+            return await _answer(await method(*args, _preload_content=False, **kwargs))
+        except ApiException as exc:
+            if exc.status == TOO_MANY_REQUESTS and attempt < RETRIES_ON_429:
+                retry_after = (getattr(exc, "headers", None) or {}).get("Retry-After")
+                log.debug("API server overloaded (429): retrying", call=call, retry=attempt + 1)
+                await asyncio.sleep(backoff_s(attempt, retry_after))
+                continue
+            raise _translate(exc, call) from exc
+        except _FAILURES as exc:
+            raise _translate(exc, call) from exc
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class _RawWatch(watch.Watch):
+    """kubernetes_asyncio's watch, minus what migweaver never reads: decoding each event's
+    object into a client model (a pod's takes milliseconds; `raw_object` is what we use),
+    and the ApiClient it makes for that decoding (an SSL context loaded for every watch).
+    `__init__` and `close` are the parent's without that client."""
+
+    def __init__(self) -> None:
+        self._raw_return_type = None
+        self._stop = False
+        self.resource_version = None
+        self.resp = None
+
+    def get_return_type(self, func: object) -> None:  # type: ignore[override]
+        return None
+
+    async def close(self) -> None:
+        if self.resp is not None:
+            self.resp.release()
+            self.resp = None
+
+
 async def watch_events(
     list_call: Any, *args: Any, call: str, **kwargs: Any
 ) -> AsyncIterator[tuple[str, JsonDict]]:
     """The (type, object) events of a watch over `list_call(*args, **kwargs)` until the
     server ends it; an ERROR event (410 Gone, for one) or a failed call is an ApiError."""
-    stream = watch.Watch()
+    stream = _RawWatch()
     try:
         async with stream.stream(list_call, *args, **kwargs) as events:
             async for event in events:
@@ -136,11 +217,15 @@ class ClusterObjects:
         self.plural = plural
 
     async def _call(self, name: str, *args: Any, **kwargs: Any) -> JsonDict:
-        try:
-            result = await getattr(self._api, name)(GROUP, VERSION, self.plural, *args, **kwargs)
-        except _FAILURES as exc:
-            raise _translate(exc, f"{name} {self.plural}") from exc
-        return cast(JsonDict, result)
+        return await call_json(
+            getattr(self._api, name),
+            GROUP,
+            VERSION,
+            self.plural,
+            *args,
+            call=f"{name} {self.plural}",
+            **kwargs,
+        )
 
     async def list(self, label_selector: str | None = None) -> Listing:
         kwargs = {"label_selector": label_selector} if label_selector else {}
@@ -206,17 +291,10 @@ class CoreApi:
         # the client serializes the same way.
         self._core: Any = client.CoreV1Api(api)
 
-    def _plain(self, obj: Any) -> JsonDict:
-        return cast(JsonDict, self._api_client.sanitize_for_serialization(obj))
-
     async def _call(self, call: str, method: str, *args: Any, **kwargs: Any) -> JsonDict:
         """`CoreV1Api.<method>(*args, **kwargs)` as a plain dict; a failure is an ApiError
         naming `call`."""
-        try:
-            result = await getattr(self._core, method)(*args, **kwargs)
-        except _FAILURES as exc:
-            raise _translate(exc, call) from exc
-        return self._plain(result)
+        return await call_json(getattr(self._core, method), *args, call=call, **kwargs)
 
 
 class PodCalls(CoreApi):

@@ -64,6 +64,19 @@ class Pods(PodCalls):
             f"evict pod {namespace}/{name}", "create_namespaced_pod_eviction", name, namespace, body
         )
 
+    async def watch(
+        self, resource_version: str, timeout_s: int = 300
+    ) -> AsyncIterator[tuple[str, JsonDict]]:
+        """Events of every pod after `resource_version` (see `ClusterObjects.watch`)."""
+        async for item in watch_events(
+            self._core.list_pod_for_all_namespaces,
+            call="watch pods",
+            resource_version=resource_version,
+            timeout_seconds=timeout_s,
+            allow_watch_bookmarks=True,
+        ):
+            yield item
+
 
 class Nodes(CoreApi):
     async def list(self) -> Listing:

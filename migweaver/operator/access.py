@@ -33,10 +33,13 @@ __all__ = [
 
 
 class PodStore(Protocol):
-    """Every pod (list); a merge patch of one; a strategic merge patch of its status; an
-    eviction (only of a pod released to a node that no longer exists)."""
+    """Every pod (list, watch); a merge patch of one; a strategic merge patch of its status;
+    an eviction (only of a pod released to a node that no longer exists)."""
 
     async def list(self) -> Listing: ...
+    def watch(
+        self, resource_version: str, timeout_s: int = 300
+    ) -> AsyncIterator[tuple[str, JsonDict]]: ...
     async def patch(self, namespace: str, name: str, patch: Mapping[str, Any]) -> JsonDict: ...
     async def patch_status(
         self, namespace: str, name: str, patch: Mapping[str, Any]
@@ -45,9 +48,13 @@ class PodStore(Protocol):
 
 
 class LayoutStore(Protocol):
-    """The MigLayouts: list, and a merge patch of one's spec (409 on a stale version)."""
+    """The MigLayouts: list, watch, and a merge patch of one's spec (409 on a stale
+    version)."""
 
     async def list(self, label_selector: str | None = None) -> Listing: ...
+    def watch(
+        self, resource_version: str, label_selector: str | None = None, timeout_s: int = 300
+    ) -> AsyncIterator[tuple[str, JsonDict]]: ...
     async def patch(self, name: str, patch: Mapping[str, Any]) -> JsonDict: ...
 
 
@@ -72,7 +79,8 @@ class ConfigMapStore(Protocol):
 
 
 class EventSink(Protocol):
-    """Posts an Event about an object; best effort (never raises)."""
+    """Posts an Event about an object (`count`: how often it happened); best effort
+    (never raises). The operator queues its Events in front of it (`k8s.events.EventQueue`)."""
 
     async def record(
         self,
@@ -80,6 +88,7 @@ class EventSink(Protocol):
         reason: str,
         message: str,
         event_type: EventType = "Normal",
+        count: int = 1,
     ) -> None: ...
 
 

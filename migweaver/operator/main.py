@@ -1,8 +1,10 @@
-"""`migweaver operator`: wiring of kopf, the work loop, the webhook, metrics and probes.
+"""`migweaver operator`: wiring of kopf, the work loop, the watches, the webhook, metrics
+and probes.
 
-Handlers are registered on an explicit `kopf.OperatorRegistry` (one module per watched
-kind: `pods`, `miglayouts`, `nodeconfigs`, `nodes`; the ConfigMap is watched by
-`configmap`); kopf logs in with the same credentials as the kubernetes_asyncio client.
+Pods and MigLayouts are watched by the work loop's own informers (`pods`, `miglayouts`),
+on every replica (they only feed the stores); NodeConfigs and Nodes by kopf handlers
+registered on an explicit `kopf.OperatorRegistry` (`nodeconfigs`, `nodes`); the ConfigMap
+by `configmap`. Kopf logs in with the same credentials as the kubernetes_asyncio client.
 A Lease elects the leader (`leader.LeaderElector`): the work loop (`rounds.Operator`)
 makes rounds only on the replica that holds it; kopf runs standalone on every replica (its
 handlers only notify the work loop; `--standalone` runs without election).
@@ -28,10 +30,12 @@ from migweaver.k8s.client import connect
 from migweaver.k8s.cluster import connection_settings
 from migweaver.k8s.leases import Leases
 from migweaver.logs import get_logger
-from migweaver.operator import configmap, miglayouts, nodeconfigs, nodes, pods
+from migweaver.operator import configmap, nodeconfigs, nodes
 from migweaver.operator.access import operator_api
 from migweaver.operator.leader import LeaderElector
 from migweaver.operator.metrics import OperatorMetrics
+from migweaver.operator.miglayouts import watch_layouts
+from migweaver.operator.pods import watch_pods
 from migweaver.operator.probes import probe_app, serving
 from migweaver.operator.rounds import Operator
 from migweaver.operator.settings import OperatorOptions, kopf_settings
@@ -53,8 +57,6 @@ def build_registry(
 ) -> kopf.OperatorRegistry:
     """Every handler of the operator, on a registry of its own."""
     registry = kopf.OperatorRegistry()
-    pods.register(registry, triggers)
-    miglayouts.register(registry, triggers)
     nodeconfigs.register(registry, triggers)
     nodes.register(registry, triggers)
     if webhook:
@@ -250,6 +252,8 @@ async def _run(
             tasks.append(
                 asyncio.create_task(configmap.watch_config(operator, stop), name="migweaver-config")
             )
+            tasks.append(asyncio.create_task(watch_pods(operator), name="migweaver-pods"))
+            tasks.append(asyncio.create_task(watch_layouts(operator), name="migweaver-layouts"))
             tasks.append(asyncio.create_task(kopf_thread.wait(), name="migweaver-kopf"))
             # The Lease is released only after the last round ended (see below).
             election_stop = asyncio.Event()
@@ -267,7 +271,7 @@ async def _run(
                 lease=None if options.standalone else f"{options.namespace}/{elector.name}",
             )
             try:
-                await _until_stop_or_failure(stop, tasks[:4])
+                await _until_stop_or_failure(stop, tasks[:6])
             finally:
                 stop.set()
                 for task in tasks[1:]:

@@ -1,18 +1,26 @@
 """MigLayouts: every change (an agent's status, a spec) asks for a round: a reserved pod
-may be Ready now, or room for waiting pods may have appeared."""
+may be Ready now, or room for waiting pods may have appeared.
+
+Watched by the work loop itself (`k8s.informer`), not kopf: a burst reconfigures hundreds
+of GPUs, each reported by its agent."""
 
 from __future__ import annotations
 
-from typing import Any
-
-import kopf
-
-from migweaver.core.resources.api import GROUP, VERSION
 from migweaver.core.resources.models import MIGLAYOUT_PLURAL
-from migweaver.operator.triggers import Triggers
+from migweaver.k8s.client import JsonDict, Listing
+from migweaver.k8s.informer import inform
+from migweaver.operator.rounds import Operator
 
 
-def register(registry: kopf.OperatorRegistry, operator: Triggers) -> None:
-    @kopf.on.event(GROUP, VERSION, MIGLAYOUT_PLURAL, registry=registry, id="migweaver-layouts")
-    async def layout_event(**_: Any) -> None:
+async def watch_layouts(operator: Operator) -> None:
+    """Every MigLayout's events into the operator, until cancelled."""
+
+    def on_list(listing: Listing) -> None:
+        operator.listed(MIGLAYOUT_PLURAL, listing.items, listing.resource_version)
         operator.capacity_changed()
+
+    def on_event(event_type: str, layout: JsonDict) -> None:
+        operator.observed(MIGLAYOUT_PLURAL, event_type, layout)
+        operator.capacity_changed()
+
+    await inform(MIGLAYOUT_PLURAL, operator.layouts.list, operator.layouts.watch, on_list, on_event)

@@ -14,5 +14,6 @@ from migweaver.operator.triggers import Triggers
 
 def register(registry: kopf.OperatorRegistry, operator: Triggers) -> None:
     @kopf.on.event(GROUP, VERSION, NODECONFIG_PLURAL, registry=registry, id="migweaver-configs")
-    async def nodeconfig_event(**_: Any) -> None:
+    async def nodeconfig_event(type: str | None, event: kopf.RawEvent, **_: Any) -> None:
+        operator.observed(NODECONFIG_PLURAL, type, event["object"])
         operator.capacity_changed()

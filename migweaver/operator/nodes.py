@@ -17,7 +17,10 @@ def register(registry: kopf.OperatorRegistry, operator: Triggers) -> None:
     seen: dict[str, NodeFacts] = {}
 
     @kopf.on.event("v1", "nodes", registry=registry, id="migweaver-nodes")
-    async def node_event(type: str | None, name: str, body: kopf.Body, **_: Any) -> None:
+    async def node_event(
+        type: str | None, name: str, body: kopf.Body, event: kopf.RawEvent, **_: Any
+    ) -> None:
+        operator.observed("nodes", type, event["object"])
         current = None if type == "DELETED" else node_facts(body)
         if seen.get(name) == current:
             return

@@ -1,10 +1,12 @@
-"""The operator's work: rounds of read everything, decide (core), write, explain.
+"""The operator's work: rounds of read, decide (core), write, explain.
 
-Kopf's handlers only *notify* this object (`pod_arrived`, `capacity_changed`,
-`layout_changed`, ...); one task (`run`) does the work in rounds, one at a time, so every
-write of the operator is serialised and made from a fresh read of the API:
+The watches (`operator/pods.py`, `operator/miglayouts.py`, kopf's handlers for NodeConfigs
+and Nodes) only feed this object's stores (`observed`) and *notify* it (`pod_arrived`,
+`capacity_changed`); one task (`run`) does the work in rounds, one at a time:
 
-1. read pods, MigLayouts, NodeConfigs and Nodes (`core.operator.state.cluster_state`);
+1. read: the stores (`core.operator.object_store`), or pods, MigLayouts, NodeConfigs and
+   Nodes listed afresh when the round resyncs, is the first, or follows a write refused
+   as stale; then `core.operator.state.cluster_state`;
 2. NodeConfigs: `spec.migEnabled` of their GPUs, their status and Events;
 3. releases: every reserved pod whose devices are Ready gets its one patch; a released
    pod whose Node was deleted before binding is evicted or explained
@@ -13,9 +15,12 @@ write of the operator is serialised and made from a fresh read of the API:
    and re-plans, never overwrites), then the pods' reservation annotations, then Events
    and the pods' `migweaver.io/Placement` condition (`core.operator.pod_condition`).
 
-Everything it knows comes from the API in step 1, so a restarted operator continues
-where the last one stopped (docs/design.md, "Safety rules"). The only memory kept between rounds is
-what avoids repeating itself: the batching window, whether pods wait for room, the last
+The writes of a step go out together (bounded), each conditional on the resourceVersion
+it was decided from, and their answers go to the stores. Events are queued and posted
+between rounds (`k8s.events.EventQueue`). Everything the operator decides from comes from
+the API, so a restarted operator continues where the last one stopped (docs/design.md,
+"Safety rules"). The only memory kept between rounds besides the stores is what avoids
+repeating itself: the batching window, whether pods wait for room, the last
 `MigUnschedulable` reason per pod, the MigLayouts already logged as left out, and since
 when each released pod's Node has been missing (its grace period).
 """
@@ -28,7 +33,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 
 from migweaver.core.config import CONFIGMAP_NAME
 from migweaver.core.config.reload import ConfigInForce, ReloadOutcome, reload
@@ -39,8 +44,10 @@ from migweaver.core.operator.nodeconfig_actions import (
     nodeconfig_reports,
     status_patch,
 )
+from migweaver.core.operator.object_store import ObjectStore, object_key
 from migweaver.core.operator.plan_writes import (
     LayoutWrite,
+    PodWrite,
     layout_change_message,
     plan_writes,
     planned_message,
@@ -57,10 +64,12 @@ from migweaver.core.operator.pod_condition import (
 from migweaver.core.operator.release import NotReady, ready_allocation, release_patch, ungate_patch
 from migweaver.core.operator.state import (
     ClusterState,
+    ParseMemo,
     WaitingPod,
     allocated_rows,
     build_snapshot,
     cluster_state,
+    concerns_operator,
     instance_owners,
 )
 from migweaver.core.operator.vanished import (
@@ -77,9 +86,10 @@ from migweaver.core.planning.planner import plan
 from migweaver.core.resources.allocation import Allocation
 from migweaver.core.resources.api import format_timestamp, metadata_of, parse_timestamp
 from migweaver.core.resources.bodies import MigLayoutBody, NodeBody, NodeConfigBody, PodBody
+from migweaver.core.resources.models import MIGLAYOUT_PLURAL, NODECONFIG_PLURAL
 from migweaver.core.resources.requests import RequestDefaults
 from migweaver.k8s.client import ApiError, Conflict, NotFound
-from migweaver.k8s.events import EventType
+from migweaver.k8s.events import EventQueue, EventType
 from migweaver.logs import get_logger
 from migweaver.operator.access import OperatorApi
 from migweaver.operator.metrics import OperatorMetrics
@@ -89,6 +99,8 @@ log = get_logger("migweaver.operator")
 
 
 _PodWritten = Literal["written", "stale", "refused"]
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 @dataclass
@@ -124,7 +136,9 @@ class Operator:
         self.nodeconfigs = api.nodeconfigs
         self.nodes = api.nodes
         self.configmaps = api.configmaps
-        self.events = api.events
+        self.events = EventQueue(api.events)
+        self._writes = asyncio.Semaphore(options.write_concurrency)
+        """Bounds the API writes a round has in flight at once."""
         self.window = BatchWindow(options.batch_idle, options.batch_max)
         self.config = ConfigInForce()
         self.ready = asyncio.Event()
@@ -145,6 +159,13 @@ class Operator:
         self._stranded_since: dict[str, float] = {}
         """Released pods whose Node is gone -> when first seen so (monotonic)."""
         self._grace_timer: asyncio.TimerHandle | None = None
+        self._parsed = ParseMemo()
+        self.seen: dict[str, ObjectStore] = {
+            kind: ObjectStore() for kind in ("pods", MIGLAYOUT_PLURAL, NODECONFIG_PLURAL, "nodes")
+        }
+        """What the watches delivered and the writes answered, per kind (see `read`)."""
+        self._stale = False
+        """A write was refused as stale (409, 404): the next read lists everything."""
 
     def request_defaults(self) -> RequestDefaults:
         """Resource names and request defaults of the configuration in force."""
@@ -187,6 +208,19 @@ class Operator:
         A replica that is not the active peer makes no round; it looks again every few
         seconds and starts with a full round (resync) when it becomes active.
         """
+        posting = asyncio.create_task(self._post_events(), name="migweaver-events")
+        try:
+            await self._rounds(stop)
+        finally:
+            posting.cancel()
+            await asyncio.gather(posting, return_exceptions=True)
+
+    async def _post_events(self) -> None:
+        run = getattr(self.events, "run", None)  # tests may put a plain recorder there
+        if run is not None:
+            await run()
+
+    async def _rounds(self, stop: asyncio.Event) -> None:
         last = -math.inf
         while not stop.is_set():
             leading = await self.leading()
@@ -212,6 +246,7 @@ class Operator:
             if resync:
                 last = self._mono()
             try:
+                self.events.open.clear()  # the round's writes first (k8s.events.EventQueue)
                 await self.round(resync=resync)
             except ApiError as exc:
                 log.warning("round failed, retrying", error=str(exc))
@@ -220,19 +255,48 @@ class Operator:
                 # A bug must not stop the operator for good: say so loudly, try again.
                 log.exception("round failed unexpectedly, retrying")
                 await _wait_any(5.0, stop)
+            finally:
+                self.events.open.set()
 
-    async def read(self) -> ClusterState:
-        pods, layouts, configs, nodes = await asyncio.gather(
-            self.pods.list(), self.layouts.list(), self.nodeconfigs.list(), self.nodes.list()
-        )
+    def observed(self, kind: str, event_type: str | None, obj: Mapping[str, Any]) -> None:
+        """A watch event of `kind` (`pods`, `miglayouts`, `nodeconfigs`, `nodes`)."""
+        store = self.seen[kind]
+        if kind == "pods" and event_type != "DELETED" and not concerns_operator(cast(PodBody, obj)):
+            if store.get(object_key(obj)) is not None:
+                store.forget(obj)  # it no longer concerns the operator
+            return
+        store.observe(event_type, obj)
+
+    def listed(self, kind: str, objects: Sequence[Mapping[str, Any]], version: str) -> None:
+        """A full list of `kind`, answered at resourceVersion `version`."""
+        if kind == "pods":
+            objects = [o for o in objects if concerns_operator(cast(PodBody, o))]
+        self.seen[kind].replace(objects, version)
+
+    async def read(self, *, full: bool = False) -> ClusterState:
+        """The cluster as the watches and this operator's own writes left it; everything
+        listed afresh when `full` (a resync), before the first full list, and after a
+        write was refused as stale (the watch may be behind: never loop on its lag)."""
+        if full or self._stale or not all(store.synced for store in self.seen.values()):
+            self._stale = False
+            pods, layouts, configs, nodes = await asyncio.gather(
+                self.pods.list(), self.layouts.list(), self.nodeconfigs.list(), self.nodes.list()
+            )
+            self.listed("pods", pods.items, pods.resource_version)
+            self.listed(MIGLAYOUT_PLURAL, layouts.items, layouts.resource_version)
+            self.listed(NODECONFIG_PLURAL, configs.items, configs.resource_version)
+            self.listed("nodes", nodes.items, nodes.resource_version)
         # The API's answers, declared as the shapes core reads (core checks every value).
-        return cluster_state(
-            pods=cast("list[PodBody]", pods.items),
-            layouts=cast("list[MigLayoutBody]", layouts.items),
-            nodeconfigs=cast("list[NodeConfigBody]", configs.items),
-            nodes=cast("list[NodeBody]", nodes.items),
+        state = cluster_state(
+            pods=cast("list[PodBody]", self.seen["pods"].items()),
+            layouts=cast("list[MigLayoutBody]", self.seen[MIGLAYOUT_PLURAL].items()),
+            nodeconfigs=cast("list[NodeConfigBody]", self.seen[NODECONFIG_PLURAL].items()),
+            nodes=cast("list[NodeBody]", self.seen["nodes"].items()),
             defaults=self.request_defaults(),
+            memo=self._parsed,
         )
+        self._parsed.sweep()
+        return state
 
     def _log_left_out(self, state: ClusterState, invalid: Sequence[InvalidLayout]) -> None:
         """Log each MigLayout left out (it does not parse, or a second one for a GPU), once
@@ -249,7 +313,17 @@ class Operator:
         arrivals = self._arrivals
         if resync:
             await self.refresh_config()
-        state = await self.read()
+        # The store, which holds every pod whose arrival opened or extended the batch (the
+        # pod watch stores a pod before it notifies); a resync lists everything afresh.
+        due = self.window.due(self._mono()) or resync
+        state = await self.read(full=resync)
+        log.debug(
+            "round",
+            round=self.rounds,
+            waiting=len(state.waiting),
+            layouts=len(state.layouts),
+            plan_due=due,
+        )
         self._log_left_out(state, self.metrics.update_layouts(state.layouts.values()))
         self.metrics.update_allocated(allocated_rows(state))
         self.metrics.set_pending(len(state.waiting))
@@ -260,7 +334,6 @@ class Operator:
         wrote = await self._releases(state) or wrote
         # A resync plans whenever pods wait: starving pods' holds, and reservations that
         # stopped serving their pod (a person edited the layout) are looked at again.
-        due = self.window.due(self._mono()) or resync
         if due and state.waiting:
             if wrote:
                 state = await self.read()
@@ -401,6 +474,7 @@ class Operator:
             try:
                 body = await self.layouts.patch(change.name, change.patch)
             except (Conflict, NotFound):
+                self._stale = True
                 self._wake.set()  # re-read and decide again
                 continue
             except ApiError as exc:
@@ -411,6 +485,7 @@ class Operator:
                 )
                 continue
             wrote = True
+            self.seen[MIGLAYOUT_PLURAL].store(body)
             mode = "on" if change.mig_enabled else "off (hami-core)"
             await self.events.record(
                 body, "LayoutChanged", f"MIG mode {mode}, as the node's NodeConfig says"
@@ -421,8 +496,11 @@ class Operator:
             if patch is None:
                 continue
             try:
-                await self.nodeconfigs.patch_status(report.name, patch)
+                self.seen[NODECONFIG_PLURAL].store(
+                    await self.nodeconfigs.patch_status(report.name, patch)
+                )
             except NotFound:
+                self._stale = True
                 continue
             except ApiError as exc:
                 if not _refused(exc):
@@ -440,9 +518,9 @@ class Operator:
     # ------------------------------------------------------------------ releases
 
     async def _releases(self, state: ClusterState) -> bool:
-        wrote = False
         self._report_ignored(state)
         owners = instance_owners(state)
+        ready: list[tuple[WaitingPod, Allocation]] = []
         for waiting in state.waiting:
             if waiting.reservation is None:
                 continue
@@ -451,8 +529,26 @@ class Operator:
             if isinstance(allocation, NotReady):
                 log.debug("pod waits for its instances", pod=waiting.key, reason=allocation.reason)
                 continue
-            wrote = await self._release(waiting, allocation, state) or wrote
-        return wrote
+            ready.append((waiting, allocation))
+        # Each pod's release is one conditional patch of that pod alone: they are
+        # independent, so they go out together (bounded), not one round trip after another.
+        done = await self._each(ready, lambda item: self._release(*item, state))
+        return any(done)
+
+    async def _each(self, items: Sequence[_T], write: Callable[[_T], Awaitable[_R]]) -> list[_R]:
+        """`write(item)` for every item, at most `options.write_concurrency` at once; the
+        results in order. The first exception (an API server failing) is raised once every
+        write has ended."""
+
+        async def bounded(item: _T) -> _R:
+            async with self._writes:
+                return await write(item)
+
+        results = await asyncio.gather(*(bounded(i) for i in items), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return cast(list[_R], results)
 
     def _report_ignored(self, state: ClusterState) -> None:
         """Log each dropped reservation once per reason (docs/security.md)."""
@@ -500,8 +596,9 @@ class Operator:
         """
         namespace, _, name = key.partition("/")
         try:
-            await self.pods.patch(namespace, name, patch)
+            self.seen["pods"].store(await self.pods.patch(namespace, name, patch))
         except (Conflict, NotFound):
+            self._stale = True
             return "stale"
         except ApiError as exc:
             if not _refused(exc):
@@ -527,7 +624,7 @@ class Operator:
         meta = metadata_of(pod)
         namespace, name = str(meta.get("namespace")), str(meta.get("name"))
         try:
-            await self.pods.patch_status(namespace, name, patch)
+            self.seen["pods"].store(await self.pods.patch_status(namespace, name, patch))
         except NotFound:
             log.debug("pod is gone: no condition", pod=f"{namespace}/{name}")
         except ApiError as exc:
@@ -549,33 +646,42 @@ class Operator:
         for name in writes.skipped:
             log.error("withheld a MigLayout patch that would drop a busy instance", layout=name)
         outcome = _Outcome()
-        for write in writes.layouts:
-            if not await self._write_layout(write):
-                outcome.again = True
-                return outcome  # re-read and re-plan: never write pods against a stale layout
-            outcome.wrote = True
+        # Each layout patch is conditional on the version planned from; they go out
+        # together. A layout written while another is refused is harmless: no pod is
+        # reserved on it before the re-plan, which sees it as it now is.
+        layouts_written = await self._each(writes.layouts, self._write_layout)
+        outcome.wrote = any(layouts_written)
+        if not all(layouts_written):
+            outcome.again = True
+            return outcome  # re-read and re-plan: never write pods against a stale layout
         by_key = {w.key: w for w in state.waiting}
-        for pod_write in writes.pods:
+
+        async def reserve(pod_write: PodWrite) -> _PodWritten:
             written = await self._patch_pod(pod_write.key, pod_write.patch)
-            if written != "written":
-                outcome.again = outcome.again or written == "stale"
-                continue
-            outcome.wrote = True
-            if pod_write.reservation is not None:
+            if written == "written" and pod_write.reservation is not None:
                 body = by_key[pod_write.key].body
                 message = planned_message(pod_write.reservation)
                 await self.events.record(body, "MigPlanned", message)
                 await self._condition(body, planned_condition(message), only_if_present=True)
-        for key in writes.ungate:
-            if await self._patch_pod(key, ungate_patch(by_key[key].body)) == "stale":
-                outcome.again = True
+            return written
+
+        async def ungate(key: str) -> _PodWritten:
+            return await self._patch_pod(key, ungate_patch(by_key[key].body))
+
+        pods_written = await self._each(writes.pods, reserve)
+        pods_written += await self._each(writes.ungate, ungate)
+        outcome.wrote = outcome.wrote or "written" in pods_written[: len(writes.pods)]
+        outcome.again = "stale" in pods_written
         told = reasons_already_told({w.key: w.body for w in state.waiting})
         events, self._said = unschedulable_events({**told, **self._said}, writes.unplaceable)
         for key, reason in events.items():
             await self.events.record(by_key[key].body, "MigUnschedulable", reason, "Warning")
-        for key, reason in writes.unplaceable.items():
-            waiting = by_key[key]
-            await self._condition(waiting.body, unplaceable_condition(waiting.demand, reason))
+
+        async def unplaceable(item: tuple[str, str]) -> None:
+            waiting = by_key[item[0]]
+            await self._condition(waiting.body, unplaceable_condition(waiting.demand, item[1]))
+
+        await self._each(list(writes.unplaceable.items()), unplaceable)
         self._unplaced = bool(writes.unplaceable)
         return outcome
 
@@ -583,6 +689,7 @@ class Operator:
         try:
             body = await self.layouts.patch(write.name, write.patch)
         except Conflict:
+            self._stale = True
             self.metrics.reconfiguration("conflict")
             log.info("MigLayout changed meanwhile: re-planning", layout=write.name)
             return False
@@ -591,6 +698,7 @@ class Operator:
             log.warning("could not write the MigLayout", layout=write.name, error=str(exc))
             return False
         self.metrics.reconfiguration("applied")
+        self.seen[MIGLAYOUT_PLURAL].store(body)
         await self.events.record(body, "LayoutChanged", layout_change_message(write))
         return True
 

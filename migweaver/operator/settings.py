@@ -51,6 +51,11 @@ class OperatorOptions:
     """No leader election: this replica always leads (a single replica)."""
     standby_poll_s: float = 1.0
     """How often a standby replica's work loop asks whether it leads now (no API call)."""
+    write_concurrency: int = 32
+    """API writes a round has in flight at once (releases, reservations, layout specs):
+    enough to hide the round trip, few enough not to crowd out other clients (the API
+    server's priority and fairness queues answer 429 beyond their share, which is retried
+    with backoff)."""
 
 
 def kopf_settings(options: OperatorOptions) -> kopf.OperatorSettings:
@@ -66,6 +71,10 @@ def kopf_settings(options: OperatorOptions) -> kopf.OperatorSettings:
     settings.peering.mandatory = False
     # Kopf would post an Event for every handler's log line; migweaver posts its own.
     settings.posting.level = logging.WARNING
+    # ...and log "Handler ... succeeded" for every watch event of every pod, MigLayout and
+    # Node: thousands of lines in a burst, a good share of the operator's CPU time.
+    # Warnings and errors of handlers are still logged.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     settings.posting.reporting_component = COMPONENT
     # Watches end and resume regularly, so a silently broken connection is noticed.
     settings.watching.server_timeout = 300

@@ -9,12 +9,14 @@ schedules the call on the work loop's event loop.
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 
 class Notified(Protocol):
     def pod_arrived(self) -> None: ...
     def capacity_changed(self) -> None: ...
+    def observed(self, kind: str, event_type: str | None, obj: Mapping[str, Any]) -> None: ...
 
 
 class Triggers:
@@ -29,3 +31,8 @@ class Triggers:
 
     def capacity_changed(self) -> None:
         self._loop.call_soon_threadsafe(self._target.capacity_changed)
+
+    def observed(self, kind: str, event_type: str | None, obj: Mapping[str, Any]) -> None:
+        """A watch event's object, for the work loop's store of `kind` (scheduled before
+        any trigger the same handler calls next, so a round sees it)."""
+        self._loop.call_soon_threadsafe(self._target.observed, kind, event_type, obj)

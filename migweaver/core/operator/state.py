@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pydantic import ValidationError
 
@@ -67,6 +67,7 @@ from migweaver.core.resources.requests import (
 __all__ = [
     "allocated_rows",
     "ClusterState",
+    "ParseMemo",
     "WaitingPod",
     "build_snapshot",
     "cluster_state",
@@ -191,8 +192,47 @@ class ClusterState:
         return self.node_labels.get(node, {}).get(HOSTNAME_LABEL) or node
 
 
+class ParseMemo:
+    """Parsed objects by (kind, name, uid, resourceVersion), kept from one round to the next.
+
+    Parsing every MigLayout with pydantic every round was most of a round's CPU time on a
+    large fleet; an object whose resourceVersion did not change parses to the same model,
+    so it is parsed once. Entries not seen in the latest round are forgotten (`sweep`).
+    Objects without a resourceVersion (made by hand) are always parsed."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str, str, str], Any] = {}
+        self._seen: dict[tuple[str, str, str, str], Any] = {}
+
+    def parse(
+        self, kind: str, body: Mapping[str, Any], parse: Callable[[Mapping[str, Any]], _T]
+    ) -> _T:
+        meta = metadata_of(body)
+        version = meta.get("resourceVersion")
+        if not version:
+            return parse(body)
+        key = (kind, str(meta.get("name", "")), str(meta.get("uid", "")), str(version))
+        found = self._seen.get(key)
+        if found is None:
+            found = self._entries.get(key)
+            if found is None:
+                found = parse(body)
+            self._seen[key] = found
+        return cast(_T, found)
+
+    def sweep(self) -> None:
+        """End of a round: keep only what it saw."""
+        self._entries, self._seen = self._seen, {}
+
+    def __len__(self) -> int:
+        return len(self._entries) + len(self._seen)
+
+
 def _parse_each(
-    objects: Iterable[_B], parse: Callable[[Mapping[str, Any]], _T]
+    objects: Iterable[_B],
+    parse: Callable[[Mapping[str, Any]], _T],
+    memo: ParseMemo | None = None,
+    kind: str = "",
 ) -> tuple[dict[str, _T], dict[str, _B], dict[str, str]]:
     """(parsed by name, the same objects as the API returned them, invalid name -> why)."""
     parsed: dict[str, _T] = {}
@@ -201,7 +241,7 @@ def _parse_each(
     for body in objects:
         name = str(metadata_of(body).get("name") or "")
         try:
-            parsed[name] = parse(body)
+            parsed[name] = parse(body) if memo is None else memo.parse(kind, body, parse)
             bodies[name] = body
         except ValidationError as exc:
             invalid[name] = short_error(exc)
@@ -215,10 +255,14 @@ def cluster_state(
     nodeconfigs: Iterable[NodeConfigBody],
     nodes: Iterable[NodeBody],
     defaults: RequestDefaults = DEFAULTS,
+    memo: ParseMemo | None = None,
 ) -> ClusterState:
-    """The operator's state from raw API objects (as lists return them)."""
-    parsed, bodies, invalid = _parse_each(layouts, MigLayout.from_api)
-    by_name, config_bodies, invalid_configs = _parse_each(nodeconfigs, NodeConfig.from_api)
+    """The operator's state from raw API objects (as lists return them); `memo` spares
+    parsing again what an earlier round parsed (the caller sweeps it after each round)."""
+    parsed, bodies, invalid = _parse_each(layouts, MigLayout.from_api, memo, "MigLayout")
+    by_name, config_bodies, invalid_configs = _parse_each(
+        nodeconfigs, NodeConfig.from_api, memo, "NodeConfig"
+    )
     configs = tuple(by_name.values())
     facts = {f.name: f for f in (node_facts(n) for n in nodes)}
     labels = {name: dict(f.labels) for name, f in facts.items()}

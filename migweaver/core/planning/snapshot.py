@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
-from migweaver.core.mig.catalog import match_model
+from migweaver.core.mig.catalog import GpuModel, match_model
 from migweaver.core.mig.geometry import PlacedInstance
 from migweaver.core.mig.profiles import (
     MigProfile,
@@ -216,6 +216,53 @@ def _merge_instances(
     return sorted(result, key=lambda s: (s.placement, s.profile))
 
 
+_ProfilesKey: TypeAlias = tuple[
+    tuple[str, int, int, int, int | None, tuple[tuple[int, int], ...]], ...
+]
+
+
+def _profiles_key(profiles: Sequence[ProfileStatus]) -> _ProfilesKey:
+    return tuple(
+        (
+            p.name,
+            p.id,
+            p.memory_mib,
+            p.slices,
+            p.max_count,
+            tuple((pl.start, pl.size) for pl in p.placements),
+        )
+        for p in profiles
+    )
+
+
+def _build_table(model: GpuModel | None, profiles: Sequence[ProfileStatus]) -> ProfileTable | None:
+    table = table_from_status(profiles)
+    if table is None and model is not None:
+        return model.table
+    if table is not None and model is not None:
+        return with_catalog_aliases(table, model.table)
+    return table
+
+
+_TABLES: dict[tuple[str, _ProfilesKey], ProfileTable | None] = {}
+_MAX_TABLES = 64
+
+
+def gpu_table(model: GpuModel | None, profiles: Sequence[ProfileStatus]) -> ProfileTable | None:
+    """The GPU's profile table: NVML's (from its MigLayout status) with the catalog model's
+    aliases, or the model's when NVML reported none; None when neither is known.
+
+    Built once per distinct (model, profiles): a fleet has a few kinds of GPU, and building
+    the same table for each of thousands of GPUs every plan cost seconds. A memo, not
+    state: the same input gives the same table."""
+    key = (model.key if model is not None else "", _profiles_key(profiles))
+    if key not in _TABLES:
+        if len(_TABLES) >= _MAX_TABLES:
+            _TABLES.clear()
+        _TABLES[key] = _build_table(model, profiles)
+    return _TABLES[key]
+
+
 def snapshot_from_layouts(
     layouts: Iterable[MigLayout],
     node_modes: Mapping[str, OperatingMode],
@@ -245,11 +292,7 @@ def snapshot_from_layouts(
         gpu_name = status.gpu.model if status and status.gpu else ""
         pci_id = status.gpu.pci_device_id if status and status.gpu else None
         model = match_model(gpu_name, pci_id) if gpu_name or pci_id else None
-        table = table_from_status(status.profiles) if status else None
-        if table is None and model is not None:
-            table = model.table
-        elif table is not None and model is not None:
-            table = with_catalog_aliases(table, model.table)
+        table = gpu_table(model, status.profiles if status else ())
         if table is None:
             continue
         memory = status.gpu.memory_mib if status and status.gpu else 0

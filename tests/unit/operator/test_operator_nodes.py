@@ -18,12 +18,16 @@ JsonDict = dict[str, Any]
 class Counter:
     def __init__(self) -> None:
         self.rounds = 0
+        self.seen: list[tuple[str, str | None, str]] = []
 
     def pod_arrived(self) -> None:
         raise AssertionError("a Node never opens a batch by itself")
 
     def capacity_changed(self) -> None:
         self.rounds += 1
+
+    def observed(self, kind: str, event_type: str | None, obj: JsonDict) -> None:
+        self.seen.append((kind, event_type, obj["metadata"]["name"]))
 
 
 def node(heartbeat: str = "t0") -> JsonDict:
@@ -39,7 +43,9 @@ def test_node_changes_that_matter_ask_for_a_round() -> None:
 
     def event(kind: str | None, body: JsonDict) -> int:
         before = counter.rounds
-        asyncio.run(handler.fn(type=kind, name="node-a", body=kopf.Body(body)))
+        raw = {"type": kind, "object": body}
+        asyncio.run(handler.fn(type=kind, name="node-a", body=kopf.Body(body), event=raw))
+        assert counter.seen[-1] == ("nodes", kind, "node-a")  # every event reaches the store
         return counter.rounds - before
 
     body = node()
