@@ -25,7 +25,7 @@ from typing import Any
 
 from migweaver.core.resources.api import metadata_of
 
-__all__ = ["ObjectStore", "object_key", "version_of"]
+__all__ = ["ObjectStore", "kept", "object_key", "version_of"]
 
 
 def object_key(obj: Mapping[str, Any]) -> str:
@@ -42,6 +42,15 @@ def version_of(obj: Mapping[str, Any]) -> int | None:
         return int(str(metadata_of(obj).get("resourceVersion")))
     except ValueError:
         return None
+
+
+def kept(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The object without `metadata.managedFields`: server-side apply's bookkeeping, often
+    the largest part of a pod or MigLayout, which nothing in migweaver reads."""
+    meta = obj.get("metadata")
+    if not isinstance(meta, Mapping) or "managedFields" not in meta:
+        return obj
+    return {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
 
 
 def _newer(candidate: int | None, held: int | None) -> bool:
@@ -78,7 +87,7 @@ class ObjectStore:
             listed: int | None = int(list_version)
         except ValueError:
             listed = None
-        fresh = {object_key(o): o for o in objects}
+        fresh = {object_key(o): kept(o) for o in objects}
         gone: dict[str, int | None] = {}
         if listed is not None:
             for key, held in self._objects.items():
@@ -94,6 +103,7 @@ class ObjectStore:
 
     def store(self, obj: Mapping[str, Any]) -> None:
         """An object as the API server answered a write (or a watch delivered it)."""
+        obj = kept(obj)
         key = object_key(obj)
         version = version_of(obj)
         held = self._objects.get(key)

@@ -117,3 +117,16 @@ def test_any_arrival_order_ends_at_the_newest_state(history: list[Any], seed: An
         last[object_key(body)] = (body, deleted)
     expected = {key: body["note"] for key, (body, deleted) in last.items() if not deleted}
     assert notes(store) == expected
+
+
+def test_managed_fields_are_not_kept() -> None:
+    store = ObjectStore()
+    listed = obj("a", 1, "listed")
+    listed["metadata"]["managedFields"] = [{"manager": "kubectl", "fieldsV1": {}}]
+    store.replace([listed], "1")
+    answered = obj("b", 2, "answered")
+    answered["metadata"]["managedFields"] = [{"manager": "migweaver"}]
+    store.store(answered)
+    assert all("managedFields" not in o["metadata"] for o in store.items())
+    assert notes(store) == {"ns/a": "listed", "ns/b": "answered"}
+    assert "managedFields" in listed["metadata"]  # the caller's object is left alone
