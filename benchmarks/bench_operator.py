@@ -1017,23 +1017,27 @@ def _columns(
     return columns
 
 
-def section(kubeconfig: Path | None = None, runs: int = 2, burst: bool = True) -> str:
+def section(
+    kubeconfig: Path | None = None, runs: int = 2, burst_runs: int = 1, burst: bool = True
+) -> str:
     """The markdown section of docs/benchmarks.md: `runs` runs of the 500-pod burst on
-    the emulator and on the cluster of `kubeconfig` (when given), then the large burst
-    once on each (minutes)."""
+    the emulator and on the cluster of `kubeconfig` (when given), then `burst_runs` of the
+    large burst on each (minutes each)."""
+    rate = (
+        "The API server's answers on this machine, measured before the bursts: "
+        f"**{asyncio.run(write_rate(kubeconfig)):,.0f} pod patches per second** "
+        "(300 patches, 32 at once, the operator's client)."
+        if kubeconfig is not None
+        else "No control plane was at hand: the emulator's figures only."
+    )
     targets: list[tuple[str, Path | None]] = [("emulator", None)]
     if kubeconfig is not None:
         targets.append(("control plane", kubeconfig))
     table = [c for label, config in targets for c in _columns(label, SIZE, runs, config)]
     large = (
-        [c for label, config in targets for c in _columns(label, BURST, 1, config)] if burst else []
-    )
-    rate = (
-        "API server's answers on this machine, measured before the bursts: "
-        f"**{asyncio.run(write_rate(kubeconfig)):,.0f} pod patches per second** "
-        "(300 patches, 32 at once, the operator's client)."
-        if kubeconfig is not None
-        else "No control plane was at hand: the emulator's figures only."
+        [c for label, config in targets for c in _columns(label, BURST, burst_runs, config)]
+        if burst
+        else []
     )
     return INTRO.format(
         model=MODEL,

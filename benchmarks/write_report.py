@@ -127,10 +127,11 @@ OPERATOR_HEADING = "## Operator against"
 
 def _operator_section(args: argparse.Namespace) -> str:
     """On the cluster of `--kubeconfig`, else on a control plane started for the run."""
+    burst = not args.quick
     if args.kubeconfig is not None:
-        return bench_operator.section(args.kubeconfig, args.runs, burst=not args.quick)
+        return bench_operator.section(args.kubeconfig, args.runs, args.burst_runs, burst)
     with control_plane() as kubeconfig:
-        return bench_operator.section(kubeconfig, args.runs, burst=not args.quick)
+        return bench_operator.section(kubeconfig, args.runs, args.burst_runs, burst)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -140,7 +141,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--kubeconfig", type=Path, help="the operator's benchmark on this cluster too"
     )
-    parser.add_argument("--runs", type=int, default=2, help="runs of each operator burst")
+    parser.add_argument("--runs", type=int, default=2, help="runs of the 500-pod burst")
+    parser.add_argument("--burst-runs", type=int, default=1, help="runs of the 5,000-pod one")
     parser.add_argument(
         "--operator-only",
         action="store_true",
