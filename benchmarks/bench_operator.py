@@ -40,6 +40,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import pstats
 import random
 import re
 import secrets
@@ -979,6 +980,8 @@ BOUND = """\
 
 {rate}
 
+{profile}
+
 Planning is the `migweaver_plan_duration_seconds` row: a small part. What the operator
 does per burst, and how:
 
@@ -1017,12 +1020,42 @@ def _columns(
     return columns
 
 
+def profile_table(kubeconfig: Path | None, top: int = 12) -> str:
+    """One more 500-pod run with the operator under cProfile: where its main thread's
+    wall-clock time went (waiting for answers is `select.epoll.poll`), by own time."""
+    with tempfile.TemporaryDirectory(prefix="migweaver-profile-") as tmp:
+        path = Path(tmp) / "operator.prof"
+        result = measure(*SIZE, kubeconfig=kubeconfig, profile=path)
+        stats = pstats.Stats(str(path))
+    entries = sorted(
+        stats.stats.items(),  # type: ignore[attr-defined]
+        key=lambda item: item[1][2],
+        reverse=True,
+    )
+    total = sum(item[1][2] for item in entries) or 1.0
+    lines = [
+        f"A profiled run (load {result.load or 0:.1f}; every pod released "
+        f"{_seconds(result.released_s)} after the last creation, under cProfile's "
+        "overhead): the operator's main thread (the work loop, its watches and writes) "
+        "from start to stop, by own time.",
+        "",
+        "| function | calls | own time | share |",
+        "|---|---:|---:|---:|",
+    ]
+    for (filename, line, name), (_, calls, own, _cum, _) in entries[:top]:
+        where = Path(filename).name if filename != "~" else ""
+        label = f"`{where}:{line} {name}`" if where else f"`{name}`"
+        lines.append(f"| {label} | {calls:,} | {own:.2f} s | {own / total:.0%} |")
+    return "\n".join(lines)
+
+
 def section(
     kubeconfig: Path | None = None, runs: int = 2, burst_runs: int = 1, burst: bool = True
 ) -> str:
     """The markdown section of docs/benchmarks.md: `runs` runs of the 500-pod burst on
     the emulator and on the cluster of `kubeconfig` (when given), then `burst_runs` of the
-    large burst on each (minutes each)."""
+    large burst on that cluster (on the emulator without one), and a profiled run (minutes
+    each)."""
     rate = (
         "The API server's answers on this machine, measured before the bursts: "
         f"**{asyncio.run(write_rate(kubeconfig)):,.0f} pod patches per second** "
@@ -1034,11 +1067,11 @@ def section(
     if kubeconfig is not None:
         targets.append(("control plane", kubeconfig))
     table = [c for label, config in targets for c in _columns(label, SIZE, runs, config)]
-    large = (
-        [c for label, config in targets for c in _columns(label, BURST, burst_runs, config)]
-        if burst
-        else []
-    )
+    # The large burst on the control plane when there is one (the emulator keeps every
+    # version of every object in one Python process: its figures say little there).
+    label, config = targets[-1]
+    large = _columns(label, BURST, burst_runs, config) if burst else []
+    profile = profile_table(kubeconfig) if kubeconfig is not None else ""
     return INTRO.format(
         model=MODEL,
         pods=SIZE[2],
@@ -1047,7 +1080,9 @@ def section(
         burst_pods=BURST[2],
         burst_nodes=BURST[0],
         burst=markdown(large) if large else "(not run)",
-        bound=BOUND.format(rate=rate, concurrency=OperatorOptions().write_concurrency),
+        bound=BOUND.format(
+            rate=rate, concurrency=OperatorOptions().write_concurrency, profile=profile
+        ),
     )
 
 
