@@ -69,7 +69,7 @@ e2e-real: $(STAMP)
 # Not part of `make test`: a few minutes, and times depend on the machine.
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
-	$(BIN)/python -m benchmarks.write_report docs/benchmarks.md
+	K8S_KIT=$(K8S_KIT) $(BIN)/python -m benchmarks.write_report docs/benchmarks.md
 
 # The real kubelet tier (tests/e2e_node, docs/operations.md): a fresh control plane in a
 # temporary directory, a real kubelet node on it, the agent as its device plugin; both are

@@ -1,10 +1,11 @@
 """A real Kubernetes control plane for `make bench`, when the workspace has one.
 
 The benchmark runs against any cluster (`bench_operator --kubeconfig FILE`). For the
-report, `make bench` looks for the control-plane scripts next to the repository
-(`../shared/k8s/up.sh`, or the directory `MIGWEAVER_BENCH_K8S` names) and, when they are
-there, starts a control plane of its own in a temporary state directory on free loopback
-ports, and stops it afterwards. Without them, the report has the emulator's figures only.
+report, `make bench` looks for the test kit's control-plane scripts (`up.sh`, `down.sh`)
+in the directory `K8S_KIT` names (the Makefile's default: the kit beside the repository,
+as for `make e2e-node`, docs/operations.md) and, when they are there, starts a control
+plane of its own in a temporary state directory on free loopback ports, and stops it
+afterwards. Without them, the report has the emulator's figures only.
 """
 
 from __future__ import annotations
@@ -18,15 +19,16 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 PORTS = 5
 """Ports the control plane takes from its base: apiserver, etcd (2), scheduler, manager."""
 
 
 def scripts() -> Path | None:
     """The directory holding `up.sh` and `down.sh`, or None."""
-    named = os.environ.get("MIGWEAVER_BENCH_K8S")
-    found = Path(named) if named else ROOT.parent / "shared" / "k8s"
+    named = os.environ.get("K8S_KIT")
+    if not named:
+        return None
+    found = Path(named)
     return found if (found / "up.sh").is_file() and (found / "down.sh").is_file() else None
 
 
