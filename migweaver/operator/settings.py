@@ -71,10 +71,6 @@ def kopf_settings(options: OperatorOptions) -> kopf.OperatorSettings:
     settings.peering.mandatory = False
     # Kopf would post an Event for every handler's log line; migweaver posts its own.
     settings.posting.level = logging.WARNING
-    # ...and log "Handler ... succeeded" for every watch event of every pod, MigLayout and
-    # Node: thousands of lines in a burst, a good share of the operator's CPU time.
-    # Warnings and errors of handlers are still logged.
-    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     settings.posting.reporting_component = COMPONENT
     # Watches end and resume regularly, so a silently broken connection is noticed.
     settings.watching.server_timeout = 300
