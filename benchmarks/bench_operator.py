@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.workloads import random_instances, random_pods
@@ -138,6 +139,10 @@ class Result:
     operator_cpu_s: float | None = None
     """CPU time the operator process used from the pods' creation to the end."""
     operator_exit: int | None = None
+    api_cpu_s: float | None = None
+    """CPU time of kube-apiserver and etcd over the same span, when they run here."""
+    harness_cpu_s: float | None = None
+    """CPU time of the benchmark's own process (simulated agents, watches, the emulator)."""
     load: float | None = None
     """The machine's 1-minute load average when the pods were created."""
     target: str = "emulator"
@@ -685,7 +690,7 @@ async def run(
             await operator.start()
             await _operator_ready(kube, operator, names.namespace)
             bodies = [pod_body(d, names.namespace) for d in demands]
-            await _burst(result, kube, operator, tracker, bodies, tasks, timeout_s)
+            await _burst(result, kube, operator, tracker, bodies, tasks, timeout_s, kubeconfig)
             _record(result, tracker, changed)
             _verify(result, tracker, fleet, await kube.list(PODS, names.namespace))
         finally:
@@ -702,6 +707,50 @@ async def run(
     return result
 
 
+def _cmdlines() -> dict[int, list[str]]:
+    found: dict[int, list[str]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            found[int(entry.name)] = (entry / "cmdline").read_bytes().decode().split("\0")
+    return found
+
+
+def _flag(args: list[str], name: str) -> str | None:
+    for index, arg in enumerate(args[:-1]):
+        if arg == name:
+            return args[index + 1]
+    return None
+
+
+def api_server_pids(kubeconfig: Path | None) -> list[int]:
+    """kube-apiserver and its etcd when they run on this machine (found by the port of the
+    kubeconfig's server in /proc), so a run can say how much CPU the API itself took."""
+    if kubeconfig is None:
+        return []
+    config = yaml.safe_load(kubeconfig.read_text())
+    server = str(((config.get("clusters") or [{}])[0].get("cluster") or {}).get("server", ""))
+    port = server.rpartition(":")[2].strip("/")
+    pids: list[int] = []
+    commands = _cmdlines()
+    for pid, args in commands.items():
+        if args and args[0].endswith("kube-apiserver") and _flag(args, "--secure-port") == port:
+            pids.append(pid)
+            etcd = _flag(args, "--etcd-servers") or ""
+            pids += [
+                other
+                for other, words in commands.items()
+                if words
+                and words[0].endswith("etcd")
+                and _flag(words, "--listen-client-urls") == etcd
+            ]
+    return pids
+
+
+def _cpu(pids: Sequence[int]) -> float | None:
+    times = [cpu_seconds(pid) for pid in pids]
+    return sum(t for t in times if t is not None) if pids and None not in times else None
+
+
 async def _burst(
     result: Result,
     kube: Kube,
@@ -710,6 +759,7 @@ async def _burst(
     bodies: Sequence[JsonDict],
     tasks: list[asyncio.Task[None]],
     timeout_s: float,
+    kubeconfig: Path | None,
 ) -> None:
     """Create the pods at once and follow them until settled; the operator's figures."""
     result.rss_idle_mib = memory_mib(operator.pid).get("VmRSS")
@@ -719,6 +769,8 @@ async def _burst(
     for ref, handle in ((PODS, tracker.on_pod), (EVENTS, tracker.on_event)):
         tasks.append(asyncio.create_task(follow(kube, ref, namespace, handle)))
     result.load = os.getloadavg()[0]
+    servers = api_server_pids(kubeconfig)
+    api_before, harness_before = _cpu(servers), time.process_time()
     started = time.perf_counter()
     await _create_all(kube, PODS, bodies)
     tracker.created = time.perf_counter()
@@ -732,6 +784,10 @@ async def _burst(
     memory = memory_mib(operator.pid)
     result.rss_end_mib = memory.get("VmRSS")
     result.rss_peak_mib = memory.get("VmHWM")
+    api_after = _cpu(servers)
+    if api_before is not None and api_after is not None:
+        result.api_cpu_s = api_after - api_before
+    result.harness_cpu_s = time.process_time() - harness_before
 
 
 def _verify(result: Result, tracker: PodTracker, fleet: Fleet, pods: Sequence[JsonDict]) -> None:
@@ -869,6 +925,8 @@ def _rows(r: Result) -> list[tuple[str, str]]:
         ),
         ("mean wait, creation to ungating (`migweaver_pod_wait_seconds`)", wait),
         ("**operator CPU time, creation to the end**", _seconds(r.operator_cpu_s)),
+        ("API server + etcd CPU time, same span (on this machine)", _seconds(r.api_cpu_s)),
+        ("benchmark's own CPU time (agents, watches, emulator)", _seconds(r.harness_cpu_s)),
         ("operator memory after start-up (RSS)", _mib(r.rss_idle_mib)),
         ("operator memory at the end (RSS)", _mib(r.rss_end_mib)),
         ("**operator peak memory (`VmHWM`)**", _mib(r.rss_peak_mib)),
