@@ -13,7 +13,7 @@ help:
 	@echo "make crds   - regenerate crds/, manifests/crds/ and the chart's crds/ from the models"
 	@echo "make proto  - regenerate the kubelet device plugin API code from its .proto"
 	@echo "make bench  - run the benchmarks and write docs/benchmarks.md"
-	@echo "make e2e-node - pods on a real kubelet node (needs root and K8S_KIT, default ../shared/k8s)"
+	@echo "make e2e-node - pods on a real kubelet node (needs root and the test kit, K8S_KIT)"
 	@echo "make image  - build the container image with docker, podman or buildah (docs/installation.md)"
 	@echo "make bench-operator - only the operator's section of docs/benchmarks.md"
 
