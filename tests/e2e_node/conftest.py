@@ -134,6 +134,12 @@ async def cluster(
             f"--fake-state={fake_state}",
             f"--hami-core-dir={logs / 'vgpu'}",
             f"--hami-core-lib={hami_core_lib}",
+            # The kit's containerd (1.6) ignores the CDI devices the kubelet passes on, so
+            # the default strategy (CDI names) would start containers with no device to
+            # show: here devices travel as NVIDIA_VISIBLE_DEVICES, which the container
+            # prints. The CDI answer itself is checked by the device plugin's component
+            # tests and the tenant-attack e2e tests.
+            "--device-list-strategy=envvar",
             f"--node-name={node}",
             f"--kubeconfig={kube.kubeconfig}",
             "--resync=2",
