@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 help:
 	@echo "make demo   - show migweaver on a simulated fleet (the README's first command)"
 	@echo "make test   - lint, type-check, import layering and the whole test suite"
-	@echo "make e2e-real - the e2e suite against a fresh real control plane (K8S_DIR, E2E_PORT_BASE)"
+	@echo "make e2e-real - the e2e suite against a fresh real control plane (K8S_KIT, E2E_PORT_BASE)"
 	@echo "make crds   - regenerate crds/, manifests/crds/ and the chart's crds/ from the models"
 	@echo "make proto  - regenerate the kubelet device plugin API code from its .proto"
 	@echo "make bench  - run the benchmarks and write docs/benchmarks.md"
@@ -58,13 +58,16 @@ prometheus:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus; \
 	else echo "prometheus/promtool not installed: their tests are skipped (apt-get install prometheus)"; fi
 
-# The e2e suite against a real Kubernetes control plane on loopback: the test kit's up.sh
-# beside this repository (override K8S_DIR), started fresh in a temporary state directory
-# on free ports (E2E_PORT_BASE to choose them) and always stopped (docs/operations.md).
+# The Kubernetes test kit (a real control plane on loopback, and a real kubelet node): the
+# one beside this repository in CI, or K8S_KIT=DIR (docs/operations.md). Used by e2e-real,
+# e2e-node and the operator benchmark.
 REPO_ROOT := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
-K8S_DIR ?= $(abspath $(REPO_ROOT)/../shared/k8s)
+K8S_KIT ?= $(abspath $(REPO_ROOT)/../shared/k8s)
+
+# The e2e suite against the kit's real control plane, started fresh in a temporary state
+# directory on free ports (E2E_PORT_BASE to choose them) and always stopped.
 e2e-real: $(STAMP)
-	tests/e2e/real-control-plane.sh $(K8S_DIR) $(BIN)/python
+	tests/e2e/real-control-plane.sh $(K8S_KIT) $(BIN)/python
 
 # Not part of `make test`: a few minutes, and times depend on the machine.
 bench: $(STAMP)
@@ -73,9 +76,8 @@ bench: $(STAMP)
 
 # The real kubelet tier (tests/e2e_node, docs/operations.md): a fresh control plane in a
 # temporary directory, a real kubelet node on it, the agent as its device plugin; both are
-# stopped whatever happens. Not part of `make test`: it needs root and the test kit of
-# docs/operations.md beside the repository (or K8S_KIT=DIR). PYTEST_ARGS=-k... selects.
-K8S_KIT ?= ../shared/k8s
+# stopped whatever happens. Not part of `make test`: it needs root and the test kit
+# (K8S_KIT). PYTEST_ARGS=-k... selects.
 e2e-node: $(STAMP)
 	tests/e2e_node/run.sh $(K8S_KIT) $(PYTEST_ARGS)
 
