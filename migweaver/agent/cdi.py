@@ -14,7 +14,6 @@ are host paths.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterable
@@ -31,10 +30,11 @@ from migweaver.core.agent.cdi import (
     cdi_spec,
     parse_mig_minors,
 )
+from migweaver.logs import get_logger
 
 __all__ = ["DEFAULT_CDI_DIR", "SPEC_FILE", "CdiSpecWriter"]
 
-log = logging.getLogger("migweaver.agent.cdi")
+log = get_logger("migweaver.agent.cdi")
 
 DEFAULT_CDI_DIR: Final = "/var/run/cdi"
 SPEC_FILE: Final = "migweaver-nvidia-gpu.json"
@@ -84,7 +84,7 @@ class CdiSpecWriter:
         plan = self.plan()
         if plan.problems != self._problems:
             for problem in plan.problems:
-                log.warning("CDI spec %s: %s", self.path, problem)
+                log.warning("CDI spec: device left out", spec=str(self.path), detail=problem)
             self._problems = plan.problems
         if plan.spec != self._written:
             try:
@@ -93,10 +93,10 @@ class CdiSpecWriter:
                 else:  # CDI refuses a spec without devices: none is better than a bad one
                     self.path.unlink(missing_ok=True)
             except OSError as exc:
-                log.error("cannot write the CDI spec %s: %s", self.path, exc)
+                log.error("cannot write the CDI spec", spec=str(self.path), error=str(exc))
             else:
                 self._written = plan.spec
-                log.info("CDI spec %s: %s", self.path, ", ".join(plan.device_names) or "none")
+                log.info("CDI spec written", spec=str(self.path), devices=list(plan.device_names))
 
     def plan(self) -> CdiPlan:
         gpus = self._source()
@@ -109,7 +109,9 @@ class CdiSpecWriter:
         except FileNotFoundError:
             return {}  # no MIG-capable driver: only whole GPUs can be described
         except OSError as exc:
-            log.warning("cannot read %s: %s", self._proc / _MIG_MINORS, exc)
+            log.warning(
+                "cannot read the MIG minors", path=str(self._proc / _MIG_MINORS), error=str(exc)
+            )
             return {}
 
     def _present(self, gpus: list[CdiGpu], minors: dict[str, int]) -> frozenset[str]:

@@ -432,7 +432,12 @@ class NodeAgent:
         if self.state.catalog_mismatches.get(uuid) == condition.message:
             return
         self.state.catalog_mismatches[uuid] = condition.message
-        log.warning("GPU %s: %s", result.observation.device.index, condition.message)
+        log.warning(
+            "catalog and NVML differ",
+            gpu=result.observation.device.index,
+            layout=_name(obj),
+            detail=condition.message,
+        )
         await self._events.record(obj, "CatalogMismatch", condition.message[:1024], "Warning")
 
     async def _patch_status(self, obj: Mapping[str, Any], patch: Mapping[str, Any]) -> None:

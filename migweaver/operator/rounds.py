@@ -448,7 +448,7 @@ class Operator:
             # Unknown keys (typos), HAMi settings migweaver does not use, ...: never
             # ignored silently, whether or not the version is taken.
             for warning in outcome.warnings:
-                log.warning("geometry configuration: %s", warning)
+                log.warning("geometry configuration warning", detail=warning)
             if configmap is not None:
                 await self.events.record(
                     configmap, "ConfigWarning", "; ".join(outcome.warnings), "Warning"

@@ -7,7 +7,6 @@ container gets is decided in `migweaver.core.agent.hami_core`.
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import tempfile
@@ -24,10 +23,11 @@ from migweaver.core.agent.hami_core import (
     cache_dir,
     containers_dir,
 )
+from migweaver.logs import get_logger
 
 __all__ = ["DEFAULT_HAMI_CORE_DIR", "HamiCoreHost"]
 
-log = logging.getLogger("migweaver.agent.hami_core")
+log = get_logger("migweaver.agent.hami_core")
 
 DEFAULT_HAMI_CORE_DIR = "/usr/local/vgpu"
 """Where HAMi's own device plugin puts the library on the host (`HOOK_PATH/vgpu`)."""
@@ -52,7 +52,7 @@ class HamiCoreHost:
         src = Path(source)
         if not self.library.exists() or self.library.read_bytes() != src.read_bytes():
             self._replace(self.library, lambda out: out.write(src.read_bytes()))
-            log.info("installed HAMi-core %s from %s", self.library, src)
+            log.info("installed HAMi-core", library=str(self.library), source=str(src))
         self.ensure_preload()
 
     def ensure_preload(self) -> None:
