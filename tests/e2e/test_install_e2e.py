@@ -25,7 +25,8 @@ import pytest_asyncio
 
 from migweaver.core.resources.api import PLACEMENT_GATE
 from tests.e2e.kube_api import NAMESPACES, PODS, Kube, KubeError, meta
-from tests.helm_chart import CHART, MANIFESTS, NAMESPACE, RELEASE, key, kustomize, render
+from tests.helm_chart import CHART, MANIFESTS, NAMESPACE, RELEASE, key, render
+from tests.kustomize import kustomize
 
 APPLY_PATCH = "application/apply-patch+yaml"
 # The install's CRDs stay after an uninstall (Helm never deletes crds/), as the e2e

@@ -10,34 +10,17 @@
 from __future__ import annotations
 
 import copy
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.e2e.kube_api import JsonDict, Kube, KubeError, meta
+from tests.kustomize import kustomize
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
 APPLY_PATCH = "application/apply-patch+yaml"
-
-
-def rendered() -> list[JsonDict]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("no kubectl on PATH to render manifests/ (`kubectl kustomize`)")
-    result = subprocess.run(
-        [kubectl, "kustomize", str(MANIFESTS)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return [d for d in yaml.safe_load_all(result.stdout) if d]
 
 
 def into_namespace(obj: JsonDict, namespace: str) -> JsonDict:
@@ -59,7 +42,7 @@ async def test_rendered_manifests_pass_a_server_side_dry_run(kube: Kube) -> None
             "needs a real apiserver (MIGWEAVER_E2E_KUBECONFIG): the emulator implements "
             "neither dryRun nor Deployments, RBAC, webhooks or admission policies"
         )
-    objects = rendered()
+    objects = kustomize(MANIFESTS)
     refused: list[str] = []
     unknown: list[tuple[str, str]] = []
     for obj in objects:

@@ -32,10 +32,10 @@ from tests.helm_chart import (
     ROOT,
     JsonDict,
     key,
-    kustomize,
     lint,
     render,
 )
+from tests.kustomize import kustomize
 
 EXAMPLES = ROOT / "examples" / "kustomize"
 

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import copy
 import re
-import shutil
-import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +36,7 @@ from migweaver.core.resources.allocation import BIND_FAILED, BIND_SUCCESS, bind_
 from migweaver.core.resources.api import ANNOTATION_ALLOCATION, ANNOTATION_BIND_PHASE
 from migweaver.core.resources.crds import crd_filename, render_crds
 from tests import builders
+from tests.kustomize import kustomize
 
 ROOT = Path(__file__).resolve().parents[3]
 MANIFESTS = ROOT / "manifests"
@@ -221,29 +220,14 @@ def test_one_apply_installs_everything() -> None:
 # --- kubectl kustomize ---------------------------------------------------------------------------
 
 
-def kubectl_kustomize(directory: Path) -> list[JsonDict]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("no kubectl on PATH: `kubectl kustomize` could not be run")
-    result = subprocess.run(
-        [kubectl, "kustomize", str(directory)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return [d for d in yaml.safe_load_all(result.stdout) if d]
-
-
 @pytest.mark.parametrize("directory", KUSTOMIZATIONS, ids=lambda p: p.name)
 def test_kubectl_kustomize_builds(directory: Path) -> None:
-    built = kubectl_kustomize(directory)
+    built = kustomize(directory)
     assert sorted(key(d) for d in built) == sorted(key(d) for d in build(directory))
 
 
 def test_kubectl_kustomize_output() -> None:
-    built = kubectl_kustomize(MANIFESTS)
+    built = kustomize(MANIFESTS)
     for doc in built:
         assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "migweaver", key(doc)
     images = [
@@ -265,7 +249,7 @@ POLICIES = (
 
 def test_every_admission_policy_is_installed_by_default() -> None:
     # `kubectl apply -k manifests/` installs each policy with a binding that denies.
-    for built in (objects(), kubectl_kustomize(MANIFESTS)):
+    for built in (objects(), kustomize(MANIFESTS)):
         policies = {
             d["metadata"]["name"] for d in built if d["kind"] == "ValidatingAdmissionPolicy"
         }
@@ -277,15 +261,15 @@ def test_every_admission_policy_is_installed_by_default() -> None:
 
 
 def test_kubectl_kustomize_variants() -> None:
-    default = {key(d) for d in kubectl_kustomize(MANIFESTS)}
-    without = {key(d) for d in kubectl_kustomize(KUSTOMIZATIONS[3])}
+    default = {key(d) for d in kustomize(MANIFESTS)}
+    without = {key(d) for d in kustomize(KUSTOMIZATIONS[3])}
     assert default - without == {
         (kind, name, "")
         for name in POLICIES
         for kind in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
     }
     assert without <= default
-    certs = kubectl_kustomize(KUSTOMIZATIONS[2])
+    certs = kustomize(KUSTOMIZATIONS[2])
     webhook = find("MutatingWebhookConfiguration", "migweaver-pod-gate", certs)
     assert webhook["metadata"]["annotations"] == {
         "cert-manager.io/inject-ca-from": f"{NAMESPACE}/migweaver-webhook"
