@@ -42,6 +42,7 @@ from migweaver.core.resources.models import (
 )
 from migweaver.core.resources.nodeconfig import NodeSettings, settings_for
 from migweaver.k8s.client import ApiError, Conflict, JsonDict, Listing, NotFound, now_rfc3339
+from migweaver.k8s.events import Recorder
 from migweaver.logs import Repeated, get_logger
 
 log = get_logger("migweaver.agent")
@@ -67,12 +68,6 @@ class ConfigStore(Protocol):
 
 class NodeReader(Protocol):
     async def read_node(self, name: str) -> JsonDict: ...
-
-
-class Recorder(Protocol):
-    async def record(
-        self, involved: Mapping[str, Any], reason: str, message: str, event_type: Any = ...
-    ) -> None: ...
 
 
 def adopted_spec(node: str, observation: GpuObservation) -> MigLayoutSpec:

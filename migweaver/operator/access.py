@@ -17,12 +17,11 @@ from kubernetes_asyncio import client
 from migweaver.core.resources.models import MIGLAYOUT_PLURAL, NODECONFIG_PLURAL
 from migweaver.k8s.client import ClusterObjects, CoreObjects, JsonDict, Listing
 from migweaver.k8s.cluster import ConfigMaps, Nodes, Pods
-from migweaver.k8s.events import EventRecorder, EventType
+from migweaver.k8s.events import EventRecorder, Recorder
 from migweaver.operator.settings import COMPONENT
 
 __all__ = [
     "ConfigMapStore",
-    "EventSink",
     "LayoutStore",
     "NodeConfigStore",
     "NodeLister",
@@ -78,20 +77,6 @@ class ConfigMapStore(Protocol):
     ) -> AsyncIterator[tuple[str, JsonDict]]: ...
 
 
-class EventSink(Protocol):
-    """Posts an Event about an object (`count`: how often it happened); best effort
-    (never raises). The operator queues its Events in front of it (`k8s.events.EventQueue`)."""
-
-    async def record(
-        self,
-        involved: Mapping[str, Any],
-        reason: str,
-        message: str,
-        event_type: EventType = "Normal",
-        count: int = 1,
-    ) -> None: ...
-
-
 @dataclass(frozen=True, slots=True)
 class OperatorApi:
     """Everything the operator reads and writes, one object per kind."""
@@ -101,7 +86,7 @@ class OperatorApi:
     nodeconfigs: NodeConfigStore
     nodes: NodeLister
     configmaps: ConfigMapStore
-    events: EventSink
+    events: Recorder
 
 
 def operator_api(api: client.ApiClient, namespace: str) -> OperatorApi:

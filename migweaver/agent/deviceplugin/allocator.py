@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from typing import Any, Final, Protocol, cast
+from typing import Any, Final, cast
 
 from migweaver.agent.deviceplugin.gpus import GpuReadError, GpuView
 from migweaver.agent.deviceplugin.hami_core import HamiCoreHost
@@ -49,6 +49,7 @@ from migweaver.core.resources.api import (
 )
 from migweaver.core.resources.bodies import PodBody
 from migweaver.k8s.client import ApiError, Conflict, NotFound
+from migweaver.k8s.events import Recorder
 from migweaver.logs import get_logger
 
 __all__ = ["EVENT_ALLOCATED", "EVENT_ALLOCATE_FAILED", "AllocateFailed", "Allocator"]
@@ -58,12 +59,6 @@ log = get_logger("migweaver.agent.deviceplugin")
 EVENT_ALLOCATE_FAILED: Final = "MigAllocateFailed"
 EVENT_ALLOCATED: Final = "MigAllocated"
 _PATCH_ATTEMPTS: Final = 3
-
-
-class Recorder(Protocol):
-    async def record(
-        self, involved: Mapping[str, Any], reason: str, message: str, event_type: Any = ...
-    ) -> None: ...
 
 
 class AllocateFailed(Exception):
